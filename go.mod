@@ -3,6 +3,7 @@ module github.com/fungtrain/fungtrain
 go 1.26
 
 require (
+	github.com/daulet/tokenizers v1.22.1 // indirect
 	github.com/inconshreveable/mousetrap v1.1.0 // indirect
 	github.com/sashabaranov/go-openai v1.43.0 // indirect
 	github.com/spf13/cobra v1.10.2 // indirect

