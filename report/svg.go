@@ -251,6 +251,9 @@ func (t axisTicks) label(v float64) string {
 		digits := int(math.Max(0, math.Floor(math.Log10(math.Abs(v))+1e-9)-stepExp))
 		s := strconv.FormatFloat(v, 'e', digits, 64)
 		mant, exp, _ := strings.Cut(s, "e")
+		if strings.Contains(mant, ".") {
+			mant = strings.TrimRight(strings.TrimRight(mant, "0"), ".")
+		}
 		e, _ := strconv.Atoi(exp)
 		return mant + "e" + strconv.Itoa(e)
 	}
