@@ -81,6 +81,10 @@ func newArray(c C.fgt_array) *Array {
 
 func errArray(err error) *Array { return &Array{err: err} }
 
+// ErrorArray returns an array that carries err, so code that builds graphs
+// in expression form can report a failure through the graph.
+func ErrorArray(err error) *Array { return errArray(err) }
+
 // Free releases the array now. Freeing twice, or freeing an error array,
 // does nothing.
 func (a *Array) Free() {

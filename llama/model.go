@@ -1,0 +1,367 @@
+package llama
+
+import (
+	"fmt"
+	"math"
+
+	"github.com/fungtrain/fungtrain/mlx"
+)
+
+// Layer is a linear map over the last axis: a dense or quantized Linear, or
+// an adapter (LoRA) wrapped around one.
+type Layer interface {
+	Forward(x *mlx.Array) *mlx.Array
+}
+
+// Trainable is a Layer with trainable parameters. Training hands the
+// parameters to MLX transforms as inputs and installs the traced values
+// with SetParams, so gradients flow to them.
+type Trainable interface {
+	Layer
+	Params() []*mlx.Array
+	SetParams([]*mlx.Array)
+}
+
+// Linear is y = x·Wᵀ + b, with W dense (out, in) or affine-quantized.
+type Linear struct {
+	Weight *mlx.Array     // dense weight, nil when quantized
+	Q      *mlx.Quantized // quantized weight, nil when dense
+	Bias   *mlx.Array     // optional
+}
+
+// Forward applies the layer.
+func (l *Linear) Forward(x *mlx.Array) *mlx.Array {
+	var y *mlx.Array
+	if l.Q != nil {
+		y = mlx.QuantizedMatmul(x, *l.Q, true)
+	} else {
+		y = mlx.Matmul(x, mlx.Transpose(l.Weight))
+	}
+	if l.Bias != nil {
+		y = mlx.Add(y, l.Bias)
+	}
+	return y
+}
+
+// InOut returns the input and output feature sizes.
+func (l *Linear) InOut() (in, out int) {
+	if l.Q != nil {
+		return l.Q.Scales.Dim(1) * l.Q.GroupSize, l.Q.Weight.Dim(0)
+	}
+	return l.Weight.Dim(1), l.Weight.Dim(0)
+}
+
+// Dense returns the weight as a dense (out, in) array of dtype dt (a new
+// array for quantized layers).
+func (l *Linear) Dense(dt mlx.Dtype) *mlx.Array {
+	if l.Q != nil {
+		return mlx.AsType(mlx.Dequantize(*l.Q), dt)
+	}
+	return mlx.AsType(l.Weight, dt)
+}
+
+func (l *Linear) arrays() []*mlx.Array {
+	var out []*mlx.Array
+	if l.Q != nil {
+		out = []*mlx.Array{l.Q.Weight, l.Q.Scales, l.Q.Biases}
+	} else {
+		out = []*mlx.Array{l.Weight}
+	}
+	if l.Bias != nil {
+		out = append(out, l.Bias)
+	}
+	return out
+}
+
+// Attention is grouped-query self-attention with rotary embeddings.
+type Attention struct {
+	Q, K, V, O Layer
+	nHeads     int
+	nKVHeads   int
+	headDim    int
+	scale      float32
+	rope       mlx.RoPE
+}
+
+// MLP is the SwiGLU feed-forward block: down(silu(gate(x)) · up(x)).
+type MLP struct {
+	Gate, Up, Down Layer
+}
+
+// Block is one transformer layer.
+type Block struct {
+	Attn      Attention
+	MLP       MLP
+	InputNorm *mlx.Array // input_layernorm.weight
+	PostNorm  *mlx.Array // post_attention_layernorm.weight
+	eps       float32
+	ckpt      *mlx.Closure
+}
+
+// Model is a Llama 3.x causal language model.
+type Model struct {
+	Config *Config
+	Dtype  mlx.Dtype // activation dtype
+
+	Embed         *mlx.Array     // (vocab, hidden), dense embedding
+	EmbedQ        *mlx.Quantized // quantized embedding, when the checkpoint has one
+	Layers        []*Block
+	Norm          *mlx.Array // model.norm.weight
+	LMHead        *Linear    // nil when tied to the embedding
+	freqs         *mlx.Array // llama3 rope frequencies, computed once
+	Checkpointing bool       // recompute each block in the backward pass
+}
+
+// ModulePaths are the per-block linear layers, by their HF module path.
+var ModulePaths = []string{
+	"self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
+	"mlp.gate_proj", "mlp.up_proj", "mlp.down_proj",
+}
+
+// Module returns a pointer to the block's layer at an HF module path such
+// as "self_attn.q_proj", so adapters can wrap it in place.
+func (b *Block) Module(path string) (*Layer, error) {
+	switch path {
+	case "self_attn.q_proj":
+		return &b.Attn.Q, nil
+	case "self_attn.k_proj":
+		return &b.Attn.K, nil
+	case "self_attn.v_proj":
+		return &b.Attn.V, nil
+	case "self_attn.o_proj":
+		return &b.Attn.O, nil
+	case "mlp.gate_proj":
+		return &b.MLP.Gate, nil
+	case "mlp.up_proj":
+		return &b.MLP.Up, nil
+	case "mlp.down_proj":
+		return &b.MLP.Down, nil
+	}
+	return nil, fmt.Errorf("unknown module %q (want one of %v)", path, ModulePaths)
+}
+
+// ropeFreqs returns the rotation periods for MLX's fast rope (the inverse of
+// the usual inverse frequencies), with llama3 frequency scaling applied, or
+// nil when plain base-theta frequencies apply.
+func ropeFreqs(c *Config) []float32 {
+	rs := c.RopeScaling
+	if rs == nil || rs.RopeType != "llama3" {
+		return nil
+	}
+	dims := c.HeadDim
+	lowWavelen := float64(rs.OriginalMaxPositionEmbeddings) / rs.LowFreqFactor
+	highWavelen := float64(rs.OriginalMaxPositionEmbeddings) / rs.HighFreqFactor
+	periods := make([]float32, dims/2)
+	for i := range periods {
+		invFreq := math.Pow(c.RopeTheta, -float64(2*i)/float64(dims))
+		wavelen := 2 * math.Pi / invFreq
+		f := invFreq
+		switch {
+		case wavelen > lowWavelen: // low frequencies: slowed by the factor
+			f = invFreq / rs.Factor
+		case wavelen >= highWavelen: // in between: interpolate smoothly
+			smooth := (float64(rs.OriginalMaxPositionEmbeddings)/wavelen - rs.LowFreqFactor) /
+				(rs.HighFreqFactor - rs.LowFreqFactor)
+			f = (1-smooth)*invFreq/rs.Factor + smooth*invFreq
+		}
+		periods[i] = float32(1 / f)
+	}
+	return periods
+}
+
+func (m *Model) initAttention() {
+	c := m.Config
+	r := mlx.RoPE{Dims: c.HeadDim, Traditional: c.RopeTraditional, Base: float32(c.RopeTheta), Scale: 1}
+	if rs := c.RopeScaling; rs != nil && rs.RopeType == "linear" {
+		r.Scale = float32(1 / rs.Factor)
+	}
+	if p := ropeFreqs(c); p != nil {
+		m.freqs = mlx.FromFloat32s(p, len(p))
+		mlx.Detach(m.freqs)
+		r.Freqs = m.freqs
+	}
+	for _, b := range m.Layers {
+		b.eps = float32(c.RMSNormEps)
+		b.Attn.nHeads, b.Attn.nKVHeads, b.Attn.headDim = c.NumHeads, c.NumKVHeads, c.HeadDim
+		b.Attn.scale = float32(1 / math.Sqrt(float64(c.HeadDim)))
+		b.Attn.rope = r
+	}
+}
+
+// Forward computes attention over x (B, L, D). With a cache, keys and values
+// are appended to it and positions start at its offset.
+func (a *Attention) Forward(x *mlx.Array, cache *KVCache) *mlx.Array {
+	B, L := x.Dim(0), x.Dim(1)
+	heads := func(y *mlx.Array, n int) *mlx.Array {
+		return mlx.Transpose(mlx.Reshape(y, B, L, n, a.headDim), 0, 2, 1, 3)
+	}
+	q := heads(a.Q.Forward(x), a.nHeads)
+	k := heads(a.K.Forward(x), a.nKVHeads)
+	v := heads(a.V.Forward(x), a.nKVHeads)
+	offset := 0
+	if cache != nil {
+		offset = cache.Offset
+	}
+	q = mlx.Rope(q, a.rope, offset)
+	k = mlx.Rope(k, a.rope, offset)
+	if cache != nil {
+		k, v = cache.Update(k, v)
+	}
+	mode := mlx.MaskNone
+	if L > 1 {
+		mode = mlx.MaskCausal
+	}
+	o := mlx.ScaledDotProductAttention(q, k, v, a.scale, mode, nil)
+	o = mlx.Reshape(mlx.Transpose(o, 0, 2, 1, 3), B, L, a.nHeads*a.headDim)
+	return a.O.Forward(o)
+}
+
+// Forward applies the MLP.
+func (m *MLP) Forward(x *mlx.Array) *mlx.Array {
+	return m.Down.Forward(mlx.Multiply(mlx.Silu(m.Gate.Forward(x)), m.Up.Forward(x)))
+}
+
+// Forward applies the block: pre-norm attention and MLP with residuals.
+func (b *Block) Forward(x *mlx.Array, cache *KVCache) *mlx.Array {
+	h := mlx.Add(x, b.Attn.Forward(mlx.RMSNorm(x, b.InputNorm, b.eps), cache))
+	return mlx.Add(h, b.MLP.Forward(mlx.RMSNorm(h, b.PostNorm, b.eps)))
+}
+
+func (b *Block) trainables() []Trainable {
+	var ts []Trainable
+	for _, l := range []Layer{b.Attn.Q, b.Attn.K, b.Attn.V, b.Attn.O, b.MLP.Gate, b.MLP.Up, b.MLP.Down} {
+		if t, ok := l.(Trainable); ok {
+			ts = append(ts, t)
+		}
+	}
+	return ts
+}
+
+// forwardCheckpointed runs the block so that its activations are
+// recomputed in the backward pass. The block's trainable parameters are
+// passed through as inputs so their gradients survive the recomputation.
+func (b *Block) forwardCheckpointed(x *mlx.Array) *mlx.Array {
+	ts := b.trainables()
+	if b.ckpt == nil {
+		b.ckpt = mlx.NewClosure(func(in []*mlx.Array) ([]*mlx.Array, error) {
+			rest := in[1:]
+			for _, t := range b.trainables() {
+				n := len(t.Params())
+				old := t.Params()
+				t.SetParams(rest[:n])
+				defer t.SetParams(old)
+				rest = rest[n:]
+			}
+			return []*mlx.Array{b.Forward(in[0], nil)}, nil
+		})
+	}
+	inputs := []*mlx.Array{x}
+	for _, t := range ts {
+		inputs = append(inputs, t.Params()...)
+	}
+	out, err := b.ckpt.Checkpoint(inputs...)
+	if err != nil {
+		return errorArray(err)
+	}
+	return out[0]
+}
+
+// errorArray turns err into an array that carries it, so model code can
+// stay in expression form.
+func errorArray(err error) *mlx.Array { return mlx.ErrorArray(err) }
+
+// EmbedTokens looks up token embeddings for ids (B, L).
+func (m *Model) EmbedTokens(ids *mlx.Array) *mlx.Array {
+	if m.EmbedQ != nil {
+		q := *m.EmbedQ
+		rows := mlx.Quantized{Weight: mlx.Take(q.Weight, ids, 0), Scales: mlx.Take(q.Scales, ids, 0),
+			Biases: mlx.Take(q.Biases, ids, 0), GroupSize: q.GroupSize, Bits: q.Bits}
+		return mlx.AsType(mlx.Dequantize(rows), m.Dtype)
+	}
+	return mlx.Take(m.Embed, ids, 0)
+}
+
+// Hidden runs the transformer on ids (B, L) and returns the final normed
+// hidden states (B, L, D). caches, if not nil, has one entry per layer.
+func (m *Model) Hidden(ids *mlx.Array, caches []*KVCache) *mlx.Array {
+	h := m.EmbedTokens(ids)
+	for i, b := range m.Layers {
+		switch {
+		case caches != nil:
+			h = b.Forward(h, caches[i])
+		case m.Checkpointing:
+			h = b.forwardCheckpointed(h)
+		default:
+			h = b.Forward(h, nil)
+		}
+	}
+	return mlx.RMSNorm(h, m.Norm, float32(m.Config.RMSNormEps))
+}
+
+// Logits maps hidden states to vocabulary logits.
+func (m *Model) Logits(h *mlx.Array) *mlx.Array {
+	switch {
+	case m.LMHead != nil:
+		return m.LMHead.Forward(h)
+	case m.EmbedQ != nil:
+		return mlx.QuantizedMatmul(h, *m.EmbedQ, true)
+	}
+	return mlx.Matmul(h, mlx.Transpose(m.Embed))
+}
+
+// Forward returns the logits (B, L, vocab) for ids (B, L).
+func (m *Model) Forward(ids *mlx.Array, caches []*KVCache) *mlx.Array {
+	return m.Logits(m.Hidden(ids, caches))
+}
+
+// Arrays lists every weight array of the model (for freeing and counting).
+func (m *Model) Arrays() []*mlx.Array {
+	var out []*mlx.Array
+	for _, a := range []*mlx.Array{m.Embed, m.Norm, m.freqs} {
+		if a != nil {
+			out = append(out, a)
+		}
+	}
+	if m.EmbedQ != nil {
+		out = append(out, m.EmbedQ.Weight, m.EmbedQ.Scales, m.EmbedQ.Biases)
+	}
+	if m.LMHead != nil {
+		for _, a := range m.LMHead.arrays() {
+			if a != nil {
+				out = append(out, a)
+			}
+		}
+	}
+	for _, b := range m.Layers {
+		out = append(out, m.layerArrays(b)...)
+	}
+	return out
+}
+
+// Based is implemented by adapters that wrap a base Linear.
+type Based interface {
+	BaseLinear() *Linear
+}
+
+func baseLinear(l Layer) *Linear {
+	switch v := l.(type) {
+	case *Linear:
+		return v
+	case Based:
+		return v.BaseLinear()
+	}
+	return nil
+}
+
+// BaseLinear returns the Linear under a layer (itself, or an adapter's base).
+func BaseLinear(l Layer) *Linear { return baseLinear(l) }
+
+// Free releases the model's weights.
+func (m *Model) Free() {
+	for _, a := range m.Arrays() {
+		a.Free()
+	}
+	for _, b := range m.Layers {
+		b.ckpt.Free()
+	}
+}
