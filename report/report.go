@@ -175,6 +175,9 @@ func newView(r *Run, res *eval.Result, opts Options) *view {
 	if r.Summary == nil {
 		v.Notes = append(v.Notes, SummaryFile+" not found: the run is still going or was interrupted; figures come from "+MetricsFile+".")
 	}
+	if r.IncompleteLastLine {
+		v.Notes = append(v.Notes, "The last line of "+MetricsFile+" is incomplete (being written, or the trainer stopped mid-write) and was skipped.")
+	}
 	if r.SkippedLines > 0 {
 		v.Notes = append(v.Notes, fmt.Sprintf("%d line(s) of %s with an unknown type were skipped.", r.SkippedLines, MetricsFile))
 	}

@@ -68,6 +68,9 @@ func TestLoadRunErrors(t *testing.T) {
 		{"wrong type", func(t *testing.T, dir string) {
 			writeFile(t, filepath.Join(dir, MetricsFile), "{\"type\":\"train\",\"step\":\"one\",\"loss\":2}\n")
 		}, "metrics.jsonl:1: malformed line"},
+		{"malformed line before a complete last line", func(t *testing.T, dir string) {
+			writeFile(t, filepath.Join(dir, MetricsFile), "{\"type\":\"train\",\"step\":1,\"loss\":2}\n{\"type\":\n{\"type\":\"train\",\"step\":2,\"loss\":2}")
+		}, "metrics.jsonl:2: malformed line"},
 		{"train without loss", func(t *testing.T, dir string) {
 			writeFile(t, filepath.Join(dir, MetricsFile), "{\"type\":\"train\",\"step\":1,\"loss\":2}\n{\"type\":\"train\",\"step\":2}\n")
 		}, `metrics.jsonl:2: train line needs "step" and "loss"`},
@@ -168,6 +171,27 @@ func assertSelfContained(t *testing.T, page string) {
 		if m != "http://www.w3.org/2000/svg" {
 			t.Errorf("page references %s", m)
 		}
+	}
+}
+
+func TestLoadRunIncompleteLastLine(t *testing.T) {
+	dir := writeSyntheticRun(t, synthOpts{steps: 20, evalEvery: 10})
+	f, err := os.OpenFile(filepath.Join(dir, MetricsFile), os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.WriteString(`{"type":"train","step":25,"lo`) // the trainer is mid-write
+	f.Close()
+	r, err := LoadRun(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !r.IncompleteLastLine || r.Train[len(r.Train)-1].Step != 20 {
+		t.Errorf("IncompleteLastLine=%v last step=%d", r.IncompleteLastLine, r.Train[len(r.Train)-1].Step)
+	}
+	page, err := Build(Options{RunDir: dir})
+	if err != nil || !strings.Contains(string(page), "The last line of metrics.jsonl is incomplete") {
+		t.Errorf("page note missing (err %v)", err)
 	}
 }
 

@@ -1,7 +1,6 @@
 package report
 
 import (
-	"bufio"
 	"bytes"
 	"encoding/json"
 	"errors"
@@ -96,6 +95,9 @@ type Run struct {
 	// SkippedLines counts metrics lines whose type is neither "train" nor
 	// "eval"; they are tolerated for forward compatibility.
 	SkippedLines int
+	// IncompleteLastLine is set when the last line of metrics.jsonl has no
+	// newline and does not parse: a line being written, which is skipped.
+	IncompleteLastLine bool
 }
 
 // LoadRun reads a run directory. metrics.jsonl is required; the other files
@@ -138,25 +140,30 @@ type metricLine struct {
 }
 
 func (r *Run) loadMetrics(path string) error {
-	f, err := os.Open(path)
+	data, err := os.ReadFile(path)
 	if err != nil {
 		if errors.Is(err, fs.ErrNotExist) {
 			return fmt.Errorf("report: %s not found: the run directory has no metrics (is %s a fungtrain run directory?)", path, r.Dir)
 		}
 		return fmt.Errorf("report: %w", err)
 	}
-	defer f.Close()
 	train := map[int]TrainPoint{}
 	evals := map[int]EvalPoint{}
-	sc := bufio.NewScanner(f)
-	sc.Buffer(make([]byte, 64*1024), 16*1024*1024)
-	for n := 1; sc.Scan(); n++ {
-		line := bytes.TrimSpace(sc.Bytes())
+	lines := bytes.Split(data, []byte("\n"))
+	for i, line := range lines {
+		n := i + 1
+		line = bytes.TrimSpace(line)
 		if len(line) == 0 {
 			continue
 		}
 		var m metricLine
 		if err := json.Unmarshal(line, &m); err != nil {
+			if i == len(lines)-1 {
+				// No newline after it: the trainer is writing it right now
+				// or died mid-write. Not an error; the page says so.
+				r.IncompleteLastLine = true
+				continue
+			}
 			return fmt.Errorf("report: %s:%d: malformed line: %w", path, n, err)
 		}
 		switch m.Type {
@@ -175,9 +182,6 @@ func (r *Run) loadMetrics(path string) error {
 		default:
 			r.SkippedLines++
 		}
-	}
-	if err := sc.Err(); err != nil {
-		return fmt.Errorf("report: read %s: %w", path, err)
 	}
 	if len(train) == 0 && len(evals) == 0 {
 		return fmt.Errorf("report: %s has no train or eval lines", path)
