@@ -214,7 +214,18 @@ int fgt_array_from_data(const void* data, const int* shape, int ndim, int dtype,
 }
 
 int fgt_array_scalar(double v, int dtype, fgt_array* out) {
-  GUARD({ *out = wrap(mx::astype(mx::array(static_cast<float>(v)), to_dtype(dtype))); });
+  GUARD({
+    // Integers go through int64 and float64 stays double, so that values
+    // beyond float32's 24-bit mantissa (token ids, counts) stay exact.
+    auto dt = to_dtype(dtype);
+    if (mx::issubdtype(dt, mx::integer)) {
+      *out = wrap(mx::astype(mx::array(static_cast<int64_t>(v)), dt));
+    } else if (dt == mx::float64) {
+      *out = wrap(mx::array(v));
+    } else {
+      *out = wrap(mx::astype(mx::array(static_cast<float>(v)), dt));
+    }
+  });
 }
 
 void fgt_array_free(fgt_array a) { delete reinterpret_cast<mx::array*>(a); }
