@@ -62,6 +62,22 @@ func (q Question) UserText() string {
 	return ""
 }
 
+// QuestionFromChat turns a chat example whose last message is the assistant's
+// answer into a Question: the earlier messages are the prompt and the last
+// one the reference. It fails when the last message is not from the
+// assistant or no user message precedes it.
+func QuestionFromChat(id string, messages []Message) (Question, error) {
+	n := len(messages)
+	if n == 0 || messages[n-1].Role != "assistant" {
+		return Question{}, fmt.Errorf("eval: example %s: last message is not the assistant's answer", id)
+	}
+	q := Question{ID: id, Messages: append([]Message(nil), messages[:n-1]...), Reference: messages[n-1].Content}
+	if q.UserText() == "" {
+		return Question{}, fmt.Errorf("eval: example %s: no user message before the answer", id)
+	}
+	return q, nil
+}
+
 // ScoredGeneration is one generation together with its scores.
 type ScoredGeneration struct {
 	Generation

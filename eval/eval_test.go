@@ -262,3 +262,24 @@ func TestMarkdown(t *testing.T) {
 		t.Error("markdown contains unescaped <script>")
 	}
 }
+
+func TestQuestionFromChat(t *testing.T) {
+	msgs := []Message{{"system", "Be brief."}, {"user", "Q?"}, {"assistant", "A."}}
+	q, err := QuestionFromChat("valid-3", msgs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := Question{ID: "valid-3", Messages: msgs[:2], Reference: "A."}
+	if !reflect.DeepEqual(q, want) || q.UserText() != "Q?" {
+		t.Errorf("q = %+v", q)
+	}
+	q.Messages[0].Content = "changed"
+	if msgs[0].Content != "Be brief." {
+		t.Error("Question shares the caller's slice")
+	}
+	for _, bad := range [][]Message{nil, msgs[:2], {{"system", "s"}, {"assistant", "a"}}} {
+		if _, err := QuestionFromChat("x", bad); err == nil || !strings.Contains(err.Error(), "example x") {
+			t.Errorf("QuestionFromChat(%v) err = %v", bad, err)
+		}
+	}
+}
