@@ -28,7 +28,11 @@ type RoPE struct {
 	Traditional bool    // rotate interleaved pairs (GGUF layout) instead of halves (HF layout)
 	Base        float32 // used when Freqs is nil
 	Scale       float32 // position scale, 1 for none
-	Freqs       *Array  // optional custom inverse frequencies (e.g. llama3 scaling); overrides Base
+	// Freqs optionally replaces Base with custom frequencies, one per
+	// rotated pair (Dims/2): position p turns pair i by p/Freqs[i]. These
+	// are the reciprocals of HF's inv_freq (for llama3 scaling, pass
+	// 1/inv_freq), as in mlx-lm. Checked by TestRope.
+	Freqs *Array
 }
 
 // Rope applies rotary embeddings to x of shape (..., L, D), with positions
