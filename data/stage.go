@@ -1,0 +1,108 @@
+package data
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"slices"
+	"strings"
+	"sync"
+)
+
+// StageOptions are per-run switches of the LLM stages.
+type StageOptions struct {
+	// Force discards the stage's journal and redoes every item.
+	Force bool
+}
+
+// ItemFailure is an item a stage could not finish. It is not journaled, so
+// a rerun tries it again.
+type ItemFailure struct {
+	ID string `json:"id"`
+	// Class is transient (HTTP retries spent), invalid (unusable replies
+	// every time) or rejected (the server refused the request).
+	Class  string `json:"class"`
+	Reason string `json:"reason"`
+}
+
+// StageReport is written to {stage}.report.json by the LLM stages.
+type StageReport struct {
+	Stage         string        `json:"stage"`
+	Items         int           `json:"items"`
+	AlreadyDone   int           `json:"already_done"`
+	Generated     int           `json:"generated"`
+	Failed        []ItemFailure `json:"failed"`
+	Output        string        `json:"output"`
+	OutputRecords int           `json:"output_records"`
+	Interrupted   bool          `json:"interrupted,omitempty"`
+	llmStats
+}
+
+// runPool calls work for 0..n-1 with up to conc calls at once. An error
+// from work stops the pool and is returned; item failures that should not
+// stop it must be handled inside work.
+func runPool(ctx context.Context, conc, n int, work func(context.Context, int) error) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var (
+		mu       sync.Mutex
+		firstErr error
+		wg       sync.WaitGroup
+	)
+	jobs := make(chan int)
+	for range max(min(conc, n), 1) {
+		wg.Go(func() {
+			for i := range jobs {
+				if err := work(ctx, i); err != nil {
+					mu.Lock()
+					if firstErr == nil {
+						firstErr = err
+					}
+					mu.Unlock()
+					cancel()
+				}
+			}
+		})
+	}
+feed:
+	for i := range n {
+		select {
+		case jobs <- i:
+		case <-ctx.Done():
+			break feed
+		}
+	}
+	close(jobs)
+	wg.Wait()
+	if firstErr != nil {
+		return firstErr
+	}
+	return ctx.Err()
+}
+
+// failureOf describes an item error for a report.
+func failureOf(id string, err error, red *redactor) ItemFailure {
+	class := string(failInvalid)
+	var le *llmError
+	if errors.As(err, &le) {
+		class = string(le.class)
+	}
+	return ItemFailure{ID: id, Class: class, Reason: red.str(err.Error())}
+}
+
+func sortFailures(f []ItemFailure) {
+	slices.SortFunc(f, func(a, b ItemFailure) int { return strings.Compare(a.ID, b.ID) })
+}
+
+func shortHash(s string) string {
+	sum := sha256.Sum256([]byte(s))
+	return hex.EncodeToString(sum[:8])
+}
+
+func concurrencyOf(stage int, llm LLMConfig) int {
+	if stage > 0 {
+		return stage
+	}
+	return llm.Concurrency
+}
