@@ -43,9 +43,9 @@ type Variant struct {
 // task (paraphrases or short answer of one pair). Hash covers the source
 // pair, so a changed pair is redone.
 type augmentLogEntry struct {
-	SourceID string   `json:"source_id"`
-	Kind     string   `json:"kind"`
-	Hash     string   `json:"hash"`
+	SourceID string `json:"source_id"`
+	Kind     string `json:"kind"`
+	Hash     string `json:"hash"`
 	// N is the number of paraphrases asked for; raising
 	// augment.paraphrases redoes the entry.
 	N     int      `json:"n,omitempty"`
