@@ -1,0 +1,169 @@
+package data
+
+import (
+	"bufio"
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+
+	"github.com/fungtrain/fungtrain/llama"
+)
+
+// TrainData is the training side of the config's data section.
+type TrainData struct {
+	Dir          string `yaml:"dir" json:"dir"`                       // holds train.jsonl, valid.jsonl, test.jsonl
+	MaskPrompt   bool   `yaml:"mask_prompt" json:"mask_prompt"`       // train on assistant tokens only
+	MaxSeqLength int    `yaml:"max_seq_length" json:"max_seq_length"` // longer examples are truncated
+	SystemPrompt string `yaml:"system_prompt" json:"system_prompt"`   // prepended when an example has none
+}
+
+// Encoder is what tokenizing examples needs from a tokenizer.
+type Encoder interface {
+	EncodeChat(messages []llama.Message, addGenerationPrompt bool) ([]int32, []bool, error)
+	Encode(text string, addSpecial bool) ([]int32, error)
+	EOS() []int32
+}
+
+// Example is one tokenized training sequence. Counted[i] says whether token
+// i is a loss target (predicted from the tokens before it).
+type Example struct {
+	Tokens  []int32
+	Counted []bool
+	Line    int // 1-based line in its file
+}
+
+// Split is one tokenized JSONL file.
+type Split struct {
+	Name      string
+	Path      string
+	SHA256    string
+	Examples  []Example
+	Truncated int // examples cut to MaxSeqLength
+}
+
+// record is one JSONL line in any of mlx-lm's formats.
+type record struct {
+	Messages   []llama.Message `json:"messages"`
+	Prompt     *string         `json:"prompt"`
+	Completion *string         `json:"completion"`
+	Text       *string         `json:"text"`
+}
+
+// LoadSplit reads and tokenizes DIR/NAME.jsonl.
+func LoadSplit(cfg TrainData, name string, enc Encoder) (*Split, error) {
+	path := filepath.Join(cfg.Dir, name+".jsonl")
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("load %s split: %w", name, err)
+	}
+	sum := sha256.Sum256(raw)
+	s := &Split{Name: name, Path: path, SHA256: hex.EncodeToString(sum[:])}
+	r := bufio.NewReader(bytes.NewReader(raw))
+	for line := 1; ; line++ {
+		b, err := r.ReadBytes('\n')
+		if len(bytes.TrimSpace(b)) > 0 {
+			ex, perr := parseExample(b, cfg, enc)
+			if perr != nil {
+				return nil, fmt.Errorf("%s line %d: %w", path, line, perr)
+			}
+			ex.Line = line
+			if cfg.MaxSeqLength > 0 && len(ex.Tokens) > cfg.MaxSeqLength {
+				ex.Tokens = ex.Tokens[:cfg.MaxSeqLength]
+				ex.Counted = ex.Counted[:cfg.MaxSeqLength]
+				s.Truncated++
+			}
+			if countTrue(ex.Counted) == 0 {
+				return nil, fmt.Errorf("%s line %d: no tokens to train on (after truncation to %d tokens)", path, line, cfg.MaxSeqLength)
+			}
+			s.Examples = append(s.Examples, ex)
+		}
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return nil, fmt.Errorf("read %s: %w", path, err)
+		}
+	}
+	if len(s.Examples) == 0 {
+		return nil, fmt.Errorf("%s: the %s split is empty", path, name)
+	}
+	return s, nil
+}
+
+func countTrue(b []bool) int {
+	n := 0
+	for _, v := range b {
+		if v {
+			n++
+		}
+	}
+	return n
+}
+
+func parseExample(b []byte, cfg TrainData, enc Encoder) (Example, error) {
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	var rec record
+	if err := dec.Decode(&rec); err != nil {
+		// Tolerate extra fields (ids, variants, scores) but not bad JSON.
+		var loose record
+		if err2 := json.Unmarshal(b, &loose); err2 != nil {
+			return Example{}, fmt.Errorf("malformed JSON: %w", err2)
+		}
+		rec = loose
+	}
+	var msgs []llama.Message
+	switch {
+	case len(rec.Messages) > 0:
+		msgs = rec.Messages
+	case rec.Prompt != nil && rec.Completion != nil:
+		msgs = []llama.Message{{Role: "user", Content: *rec.Prompt}, {Role: "assistant", Content: *rec.Completion}}
+	case rec.Text != nil:
+		return textExample(*rec.Text, enc)
+	default:
+		return Example{}, errors.New(`want "messages", "prompt" and "completion", or "text"`)
+	}
+	for i, m := range msgs {
+		switch m.Role {
+		case "system", "user", "assistant":
+		default:
+			return Example{}, fmt.Errorf("message %d has role %q (want system, user or assistant)", i, m.Role)
+		}
+	}
+	if msgs[len(msgs)-1].Role != "assistant" {
+		return Example{}, errors.New("the last message must be the assistant's answer")
+	}
+	if cfg.SystemPrompt != "" && msgs[0].Role != "system" {
+		msgs = append([]llama.Message{{Role: "system", Content: cfg.SystemPrompt}}, msgs...)
+	}
+	ids, assistant, err := enc.EncodeChat(msgs, false)
+	if err != nil {
+		return Example{}, err
+	}
+	counted := make([]bool, len(ids))
+	for i := 1; i < len(ids); i++ {
+		counted[i] = !cfg.MaskPrompt || assistant[i]
+	}
+	return Example{Tokens: ids, Counted: counted}, nil
+}
+
+func textExample(text string, enc Encoder) (Example, error) {
+	ids, err := enc.Encode(text, true)
+	if err != nil {
+		return Example{}, err
+	}
+	if eos := enc.EOS(); len(eos) > 0 {
+		ids = append(ids, eos[0])
+	}
+	counted := make([]bool, len(ids))
+	for i := 1; i < len(ids); i++ {
+		counted[i] = true
+	}
+	return Example{Tokens: ids, Counted: counted}, nil
+}

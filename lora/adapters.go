@@ -1,0 +1,346 @@
+package lora
+
+import (
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+
+	"github.com/fungtrain/fungtrain/llama"
+	"github.com/fungtrain/fungtrain/mlx"
+)
+
+// Settings describe where and how adapters are placed.
+type Settings struct {
+	Rank      int      `yaml:"rank" json:"rank"`
+	Alpha     float64  `yaml:"alpha" json:"alpha"`
+	Dropout   float64  `yaml:"dropout" json:"dropout"`
+	NumLayers int      `yaml:"num_layers" json:"num_layers"` // the last N blocks; -1 for all
+	Keys      []string `yaml:"keys" json:"keys"`             // module paths, or ["all-linear"]
+	// Scale overrides alpha/rank when set (mlx-lm adapters store it).
+	Scale float64 `yaml:"scale,omitempty" json:"scale,omitempty"`
+}
+
+// DefaultSettings are the mission defaults: rank 6, alpha 8, dropout 0.1,
+// the last 12 blocks, q and v projections.
+func DefaultSettings() Settings {
+	return Settings{Rank: 6, Alpha: 8, Dropout: 0.1, NumLayers: 12, Keys: []string{"self_attn.q_proj", "self_attn.v_proj"}}
+}
+
+// EffectiveScale is Scale if set, else alpha/rank (PEFT's convention).
+func (s Settings) EffectiveScale() float64 {
+	if s.Scale != 0 {
+		return s.Scale
+	}
+	return s.Alpha / float64(s.Rank)
+}
+
+// ResolvedKeys expands "all-linear".
+func (s Settings) ResolvedKeys() []string {
+	if len(s.Keys) == 1 && s.Keys[0] == "all-linear" {
+		return append([]string(nil), llama.ModulePaths...)
+	}
+	return s.Keys
+}
+
+// Validate checks the settings against a model with nLayers blocks.
+func (s Settings) Validate(nLayers int) error {
+	if s.Rank <= 0 {
+		return fmt.Errorf("lora.rank must be positive, got %d", s.Rank)
+	}
+	if s.Alpha <= 0 && s.Scale == 0 {
+		return fmt.Errorf("lora.alpha must be positive, got %g", s.Alpha)
+	}
+	if s.Dropout < 0 || s.Dropout >= 1 {
+		return fmt.Errorf("lora.dropout must be in [0, 1), got %g", s.Dropout)
+	}
+	if s.NumLayers == 0 || s.NumLayers < -1 {
+		return fmt.Errorf("lora.num_layers must be positive or -1 (all), got %d", s.NumLayers)
+	}
+	if nLayers > 0 && s.NumLayers > nLayers {
+		return fmt.Errorf("lora.num_layers is %d but the model has only %d layers", s.NumLayers, nLayers)
+	}
+	keys := s.ResolvedKeys()
+	if len(keys) == 0 {
+		return fmt.Errorf("lora.keys is empty")
+	}
+	for _, k := range keys {
+		if !contains(llama.ModulePaths, k) {
+			return fmt.Errorf("lora.keys: unknown module %q (want all-linear or some of %s)", k, strings.Join(llama.ModulePaths, ", "))
+		}
+	}
+	return nil
+}
+
+func contains(list []string, s string) bool {
+	for _, v := range list {
+		if v == s {
+			return true
+		}
+	}
+	return false
+}
+
+// Adapters are the LoRA layers installed in a model.
+type Adapters struct {
+	Settings Settings
+	Names    []string // sorted mlx-lm names, "model.layers.N.<path>"
+	Layers   map[string]*Layer
+	model    *llama.Model
+}
+
+func firstLayer(s Settings, n int) int {
+	if s.NumLayers < 0 {
+		return 0
+	}
+	return n - s.NumLayers
+}
+
+// Apply wraps the configured layers of m with fresh adapters drawn from seed.
+func Apply(m *llama.Model, s Settings, seed uint64) (*Adapters, error) {
+	if err := s.Validate(len(m.Layers)); err != nil {
+		return nil, err
+	}
+	a := &Adapters{Settings: s, Layers: map[string]*Layer{}, model: m}
+	scale := float32(s.EffectiveScale())
+	var id uint64
+	for i := firstLayer(s, len(m.Layers)); i < len(m.Layers); i++ {
+		for _, key := range s.ResolvedKeys() {
+			slot, err := m.Layers[i].Module(key)
+			if err != nil {
+				return nil, err
+			}
+			base, ok := (*slot).(*llama.Linear)
+			if !ok {
+				return nil, fmt.Errorf("layer %d %s already has an adapter", i, key)
+			}
+			id++
+			l := newLayer(base, s.Rank, scale, s.Dropout, id, seed)
+			*slot = l
+			name := fmt.Sprintf("model.layers.%d.%s", i, key)
+			a.Layers[name] = l
+			a.Names = append(a.Names, name)
+		}
+	}
+	sort.Strings(a.Names)
+	if err := mlx.Eval(a.Params()...); err != nil {
+		return nil, fmt.Errorf("init adapters: %w", err)
+	}
+	return a, nil
+}
+
+// Params lists every trainable array: A then B of each layer, in name order.
+func (a *Adapters) Params() []*mlx.Array {
+	var out []*mlx.Array
+	for _, n := range a.Names {
+		out = append(out, a.Layers[n].Params()...)
+	}
+	return out
+}
+
+// ParamNames names Params entries: NAME.lora_a and NAME.lora_b.
+func (a *Adapters) ParamNames() []string {
+	var out []string
+	for _, n := range a.Names {
+		out = append(out, n+".lora_a", n+".lora_b")
+	}
+	return out
+}
+
+// SetParams installs params in Params order.
+func (a *Adapters) SetParams(p []*mlx.Array) {
+	for i, n := range a.Names {
+		a.Layers[n].SetParams(p[2*i : 2*i+2])
+	}
+}
+
+// NumParams is the number of trainable parameters.
+func (a *Adapters) NumParams() int {
+	n := 0
+	for _, p := range a.Params() {
+		n += p.Size()
+	}
+	return n
+}
+
+// SetTraining switches dropout on or off; seed picks this micro-batch's
+// dropout masks.
+func (a *Adapters) SetTraining(on bool, seed uint64) {
+	for _, l := range a.Layers {
+		l.training, l.keySeed = on, seed
+	}
+}
+
+// Remove restores the base layers and frees the adapter parameters.
+func (a *Adapters) Remove() {
+	for _, n := range a.Names {
+		l := a.Layers[n]
+		i, key := splitName(n)
+		if slot, err := a.model.Layers[i].Module(key); err == nil {
+			*slot = l.Base
+		}
+		l.A.Free()
+		l.B.Free()
+	}
+	a.Layers, a.Names = nil, nil
+}
+
+func splitName(n string) (int, string) {
+	var i int
+	rest := strings.TrimPrefix(n, "model.layers.")
+	dot := strings.IndexByte(rest, '.')
+	fmt.Sscanf(rest[:dot], "%d", &i)
+	return i, rest[dot+1:]
+}
+
+// adapterConfig is mlx-lm's adapter_config.json, plus alpha for PEFT users.
+type adapterConfig struct {
+	FineTuneType   string         `json:"fine_tune_type"`
+	NumLayers      int            `json:"num_layers"`
+	LoraParameters loraParameters `json:"lora_parameters"`
+	Alpha          float64        `json:"alpha,omitempty"`
+}
+
+type loraParameters struct {
+	Rank    int      `json:"rank"`
+	Dropout float64  `json:"dropout"`
+	Scale   float64  `json:"scale"`
+	Keys    []string `json:"keys"`
+}
+
+// Save writes adapters.safetensors and adapter_config.json to dir in
+// mlx-lm's format, atomically.
+func (a *Adapters) Save(dir string) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	tensors := map[string]*mlx.Array{}
+	for i, name := range a.ParamNames() {
+		tensors[name] = a.Params()[i]
+	}
+	if err := mlx.SaveSafetensors(filepath.Join(dir, "adapters.safetensors"), tensors, nil); err != nil {
+		return err
+	}
+	s := a.Settings
+	numLayers := s.NumLayers
+	if numLayers < 0 {
+		numLayers = len(a.model.Layers)
+	}
+	cfg := adapterConfig{FineTuneType: "lora", NumLayers: numLayers, Alpha: s.Alpha,
+		LoraParameters: loraParameters{Rank: s.Rank, Dropout: s.Dropout, Scale: s.EffectiveScale(), Keys: s.ResolvedKeys()}}
+	b, err := json.MarshalIndent(cfg, "", "  ")
+	if err != nil {
+		return err
+	}
+	return llama.WriteFileAtomic(filepath.Join(dir, "adapter_config.json"), append(b, '\n'))
+}
+
+// Load reads an adapter directory written by fungtrain or mlx-lm and
+// installs it in m.
+func Load(m *llama.Model, dir string) (*Adapters, error) {
+	cfgPath := filepath.Join(dir, "adapter_config.json")
+	b, err := os.ReadFile(cfgPath)
+	if err != nil {
+		return nil, fmt.Errorf("load adapter: %w", err)
+	}
+	var cfg adapterConfig
+	if err := json.Unmarshal(b, &cfg); err != nil {
+		return nil, fmt.Errorf("parse %s: %w", cfgPath, err)
+	}
+	if cfg.FineTuneType != "" && cfg.FineTuneType != "lora" {
+		return nil, fmt.Errorf("%s: fine_tune_type %q unsupported (want lora)", cfgPath, cfg.FineTuneType)
+	}
+	p := cfg.LoraParameters
+	s := Settings{Rank: p.Rank, Dropout: p.Dropout, NumLayers: cfg.NumLayers, Keys: p.Keys, Scale: p.Scale, Alpha: cfg.Alpha}
+	if s.Scale == 0 && s.Alpha == 0 {
+		return nil, fmt.Errorf("%s: lora_parameters.scale is missing", cfgPath)
+	}
+	if len(s.Keys) == 0 {
+		s.Keys = DefaultSettings().Keys
+	}
+	if err := s.Validate(len(m.Layers)); err != nil {
+		return nil, fmt.Errorf("%s: %w", cfgPath, err)
+	}
+	wPath := filepath.Join(dir, "adapters.safetensors")
+	tensors, _, err := mlx.LoadSafetensors(wPath)
+	if err != nil {
+		return nil, err
+	}
+	defer func() {
+		for _, t := range tensors {
+			t.Free()
+		}
+	}()
+	a, err := Apply(m, s, 0)
+	if err != nil {
+		return nil, err
+	}
+	for _, name := range a.Names {
+		l := a.Layers[name]
+		for _, part := range []struct {
+			suffix string
+			dst    **mlx.Array
+		}{{".lora_a", &l.A}, {".lora_b", &l.B}} {
+			t, ok := tensors[name+part.suffix]
+			if !ok {
+				a.Remove()
+				return nil, fmt.Errorf("%s: missing tensor %s", wPath, name+part.suffix)
+			}
+			if want := (*part.dst).Shape(); fmt.Sprint(t.Shape()) != fmt.Sprint(want) {
+				a.Remove()
+				return nil, fmt.Errorf("%s: tensor %s has shape %v, want %v", wPath, name+part.suffix, t.Shape(), want)
+			}
+			(*part.dst).Free()
+			*part.dst = mlx.AsType(t, mlx.Float32)
+			mlx.Detach(*part.dst)
+			delete(tensors, name+part.suffix)
+		}
+	}
+	if len(tensors) > 0 {
+		var extra []string
+		for k := range tensors {
+			extra = append(extra, k)
+		}
+		sort.Strings(extra)
+		slog.Warn("adapter has tensors for layers it does not configure; ignored", "file", wPath, "tensors", extra)
+	}
+	if err := mlx.Eval(a.Params()...); err != nil {
+		a.Remove()
+		return nil, fmt.Errorf("load %s: %w", wPath, err)
+	}
+	return a, nil
+}
+
+// Fuse merges every adapter into its base weight (W + scale·(A·B)ᵀ, in the
+// model dtype; quantized bases are dequantized first) and removes the
+// adapters.
+func (a *Adapters) Fuse() error {
+	for _, n := range a.Names {
+		l := a.Layers[n]
+		base := l.Base
+		s := mlx.NewScope()
+		w := mlx.Add(base.Dense(mlx.Float32), l.Delta())
+		w = mlx.AsType(w, a.model.Dtype)
+		err := mlx.Eval(w)
+		if err == nil {
+			s.Keep(w)
+			mlx.Detach(w)
+		}
+		s.Close()
+		if err != nil {
+			return fmt.Errorf("fuse %s: %w", n, err)
+		}
+		if base.Q != nil {
+			base.Q.Free()
+			base.Q = nil
+		} else {
+			base.Weight.Free()
+		}
+		base.Weight = w
+	}
+	a.Remove()
+	return nil
+}

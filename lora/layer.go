@@ -1,0 +1,64 @@
+package lora
+
+import (
+	"math"
+
+	"github.com/fungtrain/fungtrain/llama"
+	"github.com/fungtrain/fungtrain/mlx"
+)
+
+// Layer adds a low-rank update to a frozen base linear layer:
+//
+//	y = base(x) + scale · (dropout(x) · A) · B
+//
+// with A (in, r) drawn from U(±1/√in), B (r, out) zero, both float32, so
+// the adapted model starts equal to the base. scale is alpha/rank, as in
+// PEFT (mlx-lm stores the scale itself; both are accepted when loading).
+type Layer struct {
+	Base    *llama.Linear
+	A, B    *mlx.Array
+	Scale   float32
+	Dropout float64
+
+	id       uint64 // distinguishes the dropout masks of different layers
+	training bool
+	keySeed  uint64 // set per micro-batch while training
+}
+
+func newLayer(base *llama.Linear, rank int, scale float32, dropout float64, id uint64, seed uint64) *Layer {
+	in, out := base.InOut()
+	bound := 1 / math.Sqrt(float64(in))
+	key := mlx.RandomKey(seed*2654435761 + id)
+	defer key.Free()
+	a := mlx.Uniform(-bound, bound, mlx.Float32, key, in, rank)
+	b := mlx.Zeros(mlx.Float32, rank, out)
+	mlx.Detach(a, b)
+	return &Layer{Base: base, A: a, B: b, Scale: scale, Dropout: dropout, id: id}
+}
+
+// Forward applies the adapted layer.
+func (l *Layer) Forward(x *mlx.Array) *mlx.Array {
+	y := l.Base.Forward(x)
+	h := x
+	if l.training && l.Dropout > 0 {
+		key := mlx.RandomKey(l.keySeed*1_000_003 + l.id)
+		keep := mlx.Bernoulli(1-l.Dropout, key, x.Shape()...)
+		h = mlx.MulScalar(mlx.Where(keep, x, mlx.Scalar(0, x.Dtype())), 1/(1-l.Dropout))
+	}
+	z := mlx.Matmul(mlx.Matmul(h, l.A), l.B)
+	return mlx.Add(y, mlx.AsType(mlx.MulScalar(z, float64(l.Scale)), y.Dtype()))
+}
+
+// Params returns A and B.
+func (l *Layer) Params() []*mlx.Array { return []*mlx.Array{l.A, l.B} }
+
+// SetParams installs A and B (used by transforms to trace through them).
+func (l *Layer) SetParams(p []*mlx.Array) { l.A, l.B = p[0], p[1] }
+
+// BaseLinear returns the wrapped layer.
+func (l *Layer) BaseLinear() *llama.Linear { return l.Base }
+
+// Delta is scale · (A·B)ᵀ, the change to the base weight (out, in).
+func (l *Layer) Delta() *mlx.Array {
+	return mlx.MulScalar(mlx.Transpose(mlx.Matmul(l.A, l.B)), float64(l.Scale))
+}

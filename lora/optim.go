@@ -1,0 +1,112 @@
+package lora
+
+import (
+	"math"
+
+	"github.com/fungtrain/fungtrain/mlx"
+)
+
+// AdamW is Adam with bias correction and decoupled weight decay:
+//
+//	m ← β1·m + (1-β1)·g        v ← β2·v + (1-β2)·g²
+//	m̂ = m/(1-β1ᵗ)              v̂ = v/(1-β2ᵗ)
+//	p ← p·(1 - lr·wd) - lr·m̂/(√v̂ + ε)
+//
+// Its moments are long-lived arrays, one pair per parameter.
+type AdamW struct {
+	Beta1, Beta2, Eps, WeightDecay float64
+	Step                           int // updates applied so far
+	M, V                           []*mlx.Array
+}
+
+// NewAdamW returns an optimizer with zero moments shaped like params.
+func NewAdamW(c OptimizerConfig, params []*mlx.Array) *AdamW {
+	o := &AdamW{Beta1: c.Beta1, Beta2: c.Beta2, Eps: c.Eps, WeightDecay: c.WeightDecay}
+	for _, p := range params {
+		m, v := mlx.Zeros(mlx.Float32, p.Shape()...), mlx.Zeros(mlx.Float32, p.Shape()...)
+		mlx.Detach(m, v)
+		o.M, o.V = append(o.M, m), append(o.V, v)
+	}
+	return o
+}
+
+// Update returns the new parameters for grads at learning rate lr and
+// replaces the moments. Call it inside a scope; the returned arrays and
+// the new moments are detached (long-lived), the old moments freed.
+func (o *AdamW) Update(params, grads []*mlx.Array, lr float64) []*mlx.Array {
+	o.Step++
+	t := float64(o.Step)
+	c1 := 1 - math.Pow(o.Beta1, t)
+	c2 := 1 - math.Pow(o.Beta2, t)
+	out := make([]*mlx.Array, len(params))
+	for i, p := range params {
+		g := grads[i]
+		m := mlx.Add(mlx.MulScalar(o.M[i], o.Beta1), mlx.MulScalar(g, 1-o.Beta1))
+		v := mlx.Add(mlx.MulScalar(o.V[i], o.Beta2), mlx.MulScalar(mlx.Square(g), 1-o.Beta2))
+		step := mlx.Divide(mlx.MulScalar(m, lr/c1), mlx.AddScalar(mlx.Sqrt(mlx.MulScalar(v, 1/c2)), o.Eps))
+		np := p
+		if o.WeightDecay > 0 {
+			np = mlx.MulScalar(p, 1-lr*o.WeightDecay)
+		}
+		np = mlx.Subtract(np, step)
+		mlx.Detach(m, v, np)
+		o.M[i].Free()
+		o.V[i].Free()
+		o.M[i], o.V[i] = m, v
+		out[i] = np
+	}
+	return out
+}
+
+// State lists the moments (M then V) for evaluation and checkpoints.
+func (o *AdamW) State() []*mlx.Array { return append(append([]*mlx.Array{}, o.M...), o.V...) }
+
+// Free releases the moments.
+func (o *AdamW) Free() {
+	for _, a := range o.State() {
+		a.Free()
+	}
+}
+
+// ClipByGlobalNorm scales grads so their joint L2 norm is at most maxNorm
+// and returns the clipped grads and the norm before clipping.
+func ClipByGlobalNorm(grads []*mlx.Array, maxNorm float64) ([]*mlx.Array, *mlx.Array) {
+	var sq *mlx.Array
+	for _, g := range grads {
+		s := mlx.Sum(mlx.Square(g), false)
+		if sq == nil {
+			sq = s
+		} else {
+			sq = mlx.Add(sq, s)
+		}
+	}
+	norm := mlx.Sqrt(sq)
+	if maxNorm <= 0 {
+		return grads, norm
+	}
+	// scale = min(1, maxNorm / norm)
+	scale := mlx.Minimum(mlx.Scalar(1, mlx.Float32), mlx.Divide(mlx.Scalar(maxNorm, mlx.Float32), mlx.AddScalar(norm, 1e-6)))
+	out := make([]*mlx.Array, len(grads))
+	for i, g := range grads {
+		out[i] = mlx.Multiply(g, scale)
+	}
+	return out, norm
+}
+
+// LearningRate is the schedule's rate for update number step (0-based) of
+// total: linear warmup from 0, then constant or cosine decay to MinLR.
+func LearningRate(s ScheduleConfig, peak float64, step, total int) float64 {
+	if s.WarmupSteps > 0 && step < s.WarmupSteps {
+		return peak * float64(step+1) / float64(s.WarmupSteps)
+	}
+	if s.Name != "cosine" {
+		return peak
+	}
+	span := total - s.WarmupSteps
+	if span <= 1 {
+		return peak
+	}
+	progress := float64(step-s.WarmupSteps) / float64(span-1)
+	progress = math.Min(math.Max(progress, 0), 1)
+	return s.MinLR + (peak-s.MinLR)*0.5*(1+math.Cos(math.Pi*progress))
+}
