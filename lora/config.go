@@ -27,8 +27,8 @@ type RunConfig struct {
 
 // ModelConfig names the base model.
 type ModelConfig struct {
-	Path       string `yaml:"path" json:"path"`                 // a model directory or .gguf file
-	Dtype      string `yaml:"dtype" json:"dtype"`               // auto, bf16, f16 or f32
+	Path       string `yaml:"path" json:"path"`               // a model directory or .gguf file
+	Dtype      string `yaml:"dtype" json:"dtype"`             // auto, bf16, f16 or f32
 	ChatFormat string `yaml:"chat_format" json:"chat_format"` // override template detection: llama3 or chatml
 }
 
