@@ -64,7 +64,18 @@ func (e Env) httpClient() *http.Client {
 	if e.HTTPClient != nil {
 		return e.HTTPClient
 	}
-	return &http.Client{}
+	return NewHTTPClient()
+}
+
+// NewHTTPClient returns a client meant to be shared by a whole run: it keeps
+// enough idle connections per host for the LLM concurrency, so connections
+// are reused rather than reopened. It has no overall timeout; the retry
+// layer sets one per attempt.
+func NewHTTPClient() *http.Client {
+	t := http.DefaultTransport.(*http.Transport).Clone()
+	t.MaxIdleConns = 256
+	t.MaxIdleConnsPerHost = 64
+	return &http.Client{Transport: t}
 }
 
 // apiKey reads the key named by envName. Both the variable's name and where
