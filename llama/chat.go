@@ -1,6 +1,8 @@
 package llama
 
 import (
+	"bytes"
+	"encoding/json"
 	"fmt"
 	"regexp"
 	"strings"
@@ -58,6 +60,47 @@ func ParseChatFormat(s string) (ChatFormat, error) {
 type Message struct {
 	Role    string `json:"role"`
 	Content string `json:"content"`
+}
+
+// ParseMessages reads a conversation from JSON: either a list of
+// {"role", "content"} objects or an object with such a list under
+// "messages" (the chat format of mlx-lm's datasets). Roles must be system,
+// user or assistant and content a string.
+func ParseMessages(data []byte) ([]Message, error) {
+	trimmed := bytes.TrimSpace(data)
+	var raw []map[string]json.RawMessage
+	if len(trimmed) > 0 && trimmed[0] == '{' {
+		var obj struct {
+			Messages []map[string]json.RawMessage `json:"messages"`
+		}
+		if err := json.Unmarshal(trimmed, &obj); err != nil {
+			return nil, fmt.Errorf("parse messages: %w", err)
+		}
+		if obj.Messages == nil {
+			return nil, fmt.Errorf("parse messages: the object has no \"messages\" list")
+		}
+		raw = obj.Messages
+	} else if err := json.Unmarshal(trimmed, &raw); err != nil {
+		return nil, fmt.Errorf("parse messages: want a list of {\"role\", \"content\"} objects: %w", err)
+	}
+	if len(raw) == 0 {
+		return nil, fmt.Errorf("parse messages: no messages")
+	}
+	msgs := make([]Message, len(raw))
+	for i, m := range raw {
+		if err := json.Unmarshal(m["role"], &msgs[i].Role); err != nil {
+			return nil, fmt.Errorf("parse messages: message %d: \"role\" must be a string", i)
+		}
+		switch msgs[i].Role {
+		case "system", "user", "assistant":
+		default:
+			return nil, fmt.Errorf("parse messages: message %d has role %q (want system, user or assistant)", i, msgs[i].Role)
+		}
+		if err := json.Unmarshal(m["content"], &msgs[i].Content); err != nil {
+			return nil, fmt.Errorf("parse messages: message %d: \"content\" must be a string", i)
+		}
+	}
+	return msgs, nil
 }
 
 // ChatTemplate renders conversations in one recognised template variant.

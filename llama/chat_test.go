@@ -345,3 +345,28 @@ func TestChatUnknownAndForced(t *testing.T) {
 		t.Error("bad WithChatFormat: no error")
 	}
 }
+
+func TestChatParseMessages(t *testing.T) {
+	want := []Message{{"system", "S"}, {"user", "U 👋"}}
+	for _, in := range []string{
+		`[{"role":"system","content":"S"},{"role":"user","content":"U 👋"}]`,
+		` {"messages": [{"role":"system","content":"S"},{"role":"user","content":"U 👋","name":"x"}]}`,
+	} {
+		got, err := ParseMessages([]byte(in))
+		if err != nil || !slices.Equal(got, want) {
+			t.Errorf("ParseMessages(%s) = %v, %v", in, got, err)
+		}
+	}
+	for in, wantErr := range map[string]string{
+		`[]`:                              "no messages",
+		`{"msgs": []}`:                    `no "messages" list`,
+		`[{"role":"tool","content":"x"}]`: `role "tool"`,
+		`[{"role":"user","content":[1]}]`: `"content" must be a string`,
+		`[{"content":"x"}]`:               `"role" must be a string`,
+		`not json`:                        "want a list",
+	} {
+		if _, err := ParseMessages([]byte(in)); err == nil || !strings.Contains(err.Error(), wantErr) {
+			t.Errorf("ParseMessages(%s): %v, want %q", in, err, wantErr)
+		}
+	}
+}
