@@ -74,11 +74,25 @@ func ggufPreTokenizer(pre string) (any, bool, error) {
 // tokenizer.ggml.* metadata (see above), with its chat template
 // (tokenizer.chat_template) and stop tokens.
 func TokenizerFromGGUF(info *GGUFInfo, opts ...TokenizerOption) (*Tokenizer, error) {
+	if info == nil {
+		return nil, fmt.Errorf("tokenizer from GGUF: no GGUF info")
+	}
 	data, meta, err := ggufTokenizerJSON(info)
 	if err != nil {
 		return nil, fmt.Errorf("tokenizer from GGUF %s: %w", info.Path, err)
 	}
 	return newTokenizer(info.Path, data, meta, opts)
+}
+
+// GGUFTokenizerJSON returns the HF tokenizer.json that TokenizerFromGGUF
+// builds from a GGUF file's metadata (for inspection and for loading it into
+// other HF-compatible tools).
+func GGUFTokenizerJSON(info *GGUFInfo) ([]byte, error) {
+	data, _, err := ggufTokenizerJSON(info)
+	if err != nil {
+		return nil, fmt.Errorf("tokenizer.json from GGUF %s: %w", info.Path, err)
+	}
+	return data, nil
 }
 
 // ggufTokenizerJSON builds tokenizer.json bytes and the tokenizer metadata.

@@ -3,6 +3,7 @@ package llama
 import (
 	"encoding/json"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -176,6 +177,34 @@ func TestTokenizerGGUFSmolLM2(t *testing.T) {
 	c, err := tok.ChatTemplate()
 	if err != nil || c.Format != ChatFormatChatML || c.Variant != "chatml+default-system" {
 		t.Errorf("chat template %+v, %v", c, err)
+	}
+
+	// The generated tokenizer.json is also a valid tokenizer for HF
+	// tokenizers (Python), which gives the same ids.
+	info, err := ReadGGUFInfo(requireAsset(t, smolLM2GGUF))
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, err := GGUFTokenizerJSON(info)
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), "tokenizer.json")
+	if err := os.WriteFile(path, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var ref struct {
+		IDs [][]int32 `json:"ids"`
+	}
+	runHFReference(t, map[string]any{"op": "tokenize", "tokenizer": path, "texts": mixedTexts, "add_special": true}, &ref)
+	for i, text := range mixedTexts {
+		ids, err := tok.Encode(text, true)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !slices.Equal(ids, ref.IDs[i]) && !(len(ids) == 0 && len(ref.IDs[i]) == 0) {
+			t.Errorf("%q:\n go     %v\n python %v", abbrev(text, 40), ids, ref.IDs[i])
+		}
 	}
 }
 
