@@ -21,7 +21,6 @@ var transcriptExts = []string{".txt", ".srt", ".vtt", ".json"}
 
 var (
 	cueTimingRE = regexp.MustCompile(`^\s*(?:\d+:)?\d{1,2}:\d{2}(?:[.,]\d{1,3})?\s*-->\s*(?:\d+:)?\d{1,2}:\d{2}(?:[.,]\d{1,3})?`)
-	cueNumberRE = regexp.MustCompile(`^\s*\d+\s*$`)
 	tagRE       = regexp.MustCompile(`<[^>]*>|\{\\[^}]*\}`)
 	// A leading timestamp on a plain-text line: "[00:01:02] ", "(1:02) ",
 	// "00:01:02 - ", "1:02 ".
@@ -76,9 +75,6 @@ func parseSubtitles(s string, vtt bool) string {
 		// A cue number (SRT) or cue identifier (VTT) is the line right before
 		// a timing line.
 		if i+1 < len(lines) && cueTimingRE.MatchString(lines[i+1]) {
-			continue
-		}
-		if !vtt && cueNumberRE.MatchString(line) {
 			continue
 		}
 		text := cleanCueText(line)
