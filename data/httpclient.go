@@ -203,12 +203,18 @@ func newRetryDoer(name string, cfg HTTPConfig, env Env, red *redactor) *retryDoe
 // the last one received; its status may still be an error status once the
 // retries are spent.
 func (d *retryDoer) Do(req *http.Request) (*http.Response, error) {
+	resp, _, err := d.do(req)
+	return resp, err
+}
+
+// do is Do that also returns the number of attempts made.
+func (d *retryDoer) do(req *http.Request) (_ *http.Response, attempts int, _ error) {
 	ctx := req.Context()
 	if req.Body != nil && req.GetBody == nil {
 		b, err := io.ReadAll(req.Body)
 		req.Body.Close()
 		if err != nil {
-			return nil, fmt.Errorf("%s: read request body: %w", d.name, err)
+			return nil, 0, fmt.Errorf("%s: read request body: %w", d.name, err)
 		}
 		req.Body = io.NopCloser(bytes.NewReader(b))
 		req.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(b)), nil }
@@ -216,13 +222,13 @@ func (d *retryDoer) Do(req *http.Request) (*http.Response, error) {
 	stream := strings.Contains(req.Header.Get("Accept"), "text/event-stream")
 	for attempt := 0; ; attempt++ {
 		if err := d.limiter.Wait(ctx); err != nil {
-			return nil, err
+			return nil, attempt, err
 		}
 		r := req.Clone(ctx)
 		if attempt > 0 && req.GetBody != nil {
 			body, err := req.GetBody()
 			if err != nil {
-				return nil, fmt.Errorf("%s: rewind request body: %w", d.name, err)
+				return nil, attempt, fmt.Errorf("%s: rewind request body: %w", d.name, err)
 			}
 			r.Body = body
 		}
@@ -232,7 +238,7 @@ func (d *retryDoer) Do(req *http.Request) (*http.Response, error) {
 			if resp != nil {
 				resp.Body.Close()
 			}
-			return nil, ctx.Err()
+			return nil, attempt + 1, ctx.Err()
 		}
 		wait, retry := d.shouldRetry(resp, err, attempt)
 		if !retry || attempt >= d.cfg.MaxRetries {
@@ -240,9 +246,9 @@ func (d *retryDoer) Do(req *http.Request) (*http.Response, error) {
 				if attempt > 0 {
 					err = fmt.Errorf("%s: giving up after %d attempts: %w", d.name, attempt+1, err)
 				}
-				return nil, &transportError{err: d.red.err(err)}
+				return nil, attempt + 1, &transportError{err: d.red.err(err)}
 			}
-			return resp, nil
+			return resp, attempt + 1, nil
 		}
 		status := 0
 		if resp != nil {
@@ -253,7 +259,7 @@ func (d *retryDoer) Do(req *http.Request) (*http.Response, error) {
 		d.log.Warn("retrying request", "api", d.name, "path", req.URL.Path, "status", status,
 			"error", errString(d.red.err(err)), "attempt", attempt+1, "wait", wait.Round(time.Millisecond))
 		if err := d.sleep(ctx, wait); err != nil {
-			return nil, err
+			return nil, attempt + 1, err
 		}
 	}
 }

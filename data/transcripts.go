@@ -494,9 +494,8 @@ func (a *transcriptAPI) fetch(ctx context.Context, r videoRef) (Transcript, *Tra
 	endpoint := strings.TrimRight(a.cfg.BaseURL, "/") + a.cfg.Path
 	attempts := 0
 	for try := 0; ; try++ {
-		before := a.doer.attempts.Load()
-		status, body, err := a.get(ctx, endpoint, q)
-		attempts += int(a.doer.attempts.Load() - before)
+		status, body, n, err := a.get(ctx, endpoint, q)
+		attempts += n
 		if err != nil {
 			if ctx.Err() != nil {
 				return Transcript{}, nil, ctx.Err()
@@ -540,29 +539,29 @@ func (a *transcriptAPI) fetch(ctx context.Context, r videoRef) (Transcript, *Tra
 	}
 }
 
-func (a *transcriptAPI) get(ctx context.Context, endpoint string, q url.Values) (int, []byte, error) {
+func (a *transcriptAPI) get(ctx context.Context, endpoint string, q url.Values) (status int, body []byte, attempts int, err error) {
 	q = cloneValues(q)
 	if a.cfg.APIKeyParam != "" && a.key != "" {
 		q.Set(a.cfg.APIKeyParam, a.key)
 	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, endpoint+"?"+q.Encode(), nil)
 	if err != nil {
-		return 0, nil, a.red.err(fmt.Errorf("build request: %w", err))
+		return 0, nil, 0, a.red.err(fmt.Errorf("build request: %w", err))
 	}
 	if a.cfg.APIKeyHeader != "" && a.key != "" && a.cfg.APIKeyParam == "" {
 		req.Header.Set(a.cfg.APIKeyHeader, a.key)
 	}
 	req.Header.Set("Accept", "application/json")
-	resp, err := a.doer.Do(req)
+	resp, attempts, err := a.doer.do(req)
 	if err != nil {
-		return 0, nil, err
+		return 0, nil, attempts, err
 	}
 	defer resp.Body.Close()
 	b, err := io.ReadAll(resp.Body)
 	if err != nil {
-		return 0, nil, err
+		return 0, nil, attempts, err
 	}
-	return resp.StatusCode, b, nil
+	return resp.StatusCode, b, attempts, nil
 }
 
 func cloneValues(q url.Values) url.Values {
@@ -579,9 +578,8 @@ func (a *transcriptAPI) poll(ctx context.Context, jobURL string, attempts *int) 
 		if err := a.sleep(ctx, a.cfg.PollInterval); err != nil {
 			return apiResponse{}, 0, err
 		}
-		before := a.doer.attempts.Load()
-		status, body, err := a.get(ctx, jobURL, url.Values{})
-		*attempts += int(a.doer.attempts.Load() - before)
+		status, body, n, err := a.get(ctx, jobURL, url.Values{})
+		*attempts += n
 		if err != nil {
 			return apiResponse{}, 0, err
 		}
