@@ -131,8 +131,13 @@ type GGUFFile struct {
 	NumericMeta map[string]*Array
 }
 
-// LoadGGUF loads a GGUF file through MLX.
+// LoadGGUF loads a GGUF file through MLX. The file's header and tables are
+// checked first (checkGGUF), so a truncated or corrupt file is an error,
+// not a crash inside MLX's parser.
 func LoadGGUF(path string) (*GGUFFile, error) {
+	if err := checkGGUF(path); err != nil {
+		return nil, fmt.Errorf("load gguf %s: %w", path, err)
+	}
 	cp := C.CString(path)
 	defer C.free(unsafe.Pointer(cp))
 	var v, mv C.fgt_vec
