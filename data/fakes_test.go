@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -31,17 +32,17 @@ const (
 type fault int
 
 const (
-	faultNone        fault = iota
-	fault429               // 429 with Retry-After: 1
-	fault500               // 500
-	faultHang              // no answer until the client gives up
-	faultMalformed         // 200 with a cut JSON document
-	faultTruncated         // Content-Length larger than the body, then close
-	faultBadContent        // (LLM) a well-formed reply whose content is unusable
-	faultStreamCut         // (LLM, streaming) stream closed before the finish reason
-	fault400EchoKey        // (LLM) 400 whose message echoes the API key
-	fault503LongWait       // 503 with a Retry-After far above max_retry_after
-	faultEmptyChoices      // (LLM) 200 with no choices
+	faultNone         fault = iota
+	fault429                // 429 with Retry-After: 1
+	fault500                // 500
+	faultHang               // no answer until the client gives up
+	faultMalformed          // 200 with a cut JSON document
+	faultTruncated          // Content-Length larger than the body, then close
+	faultBadContent         // (LLM) a well-formed reply whose content is unusable
+	faultStreamCut          // (LLM, streaming) stream closed before the finish reason
+	fault400EchoKey         // (LLM) 400 whose message echoes the API key
+	fault503LongWait        // 503 with a Retry-After far above max_retry_after
+	faultEmptyChoices       // (LLM) 200 with no choices
 )
 
 // writeFault writes f; it reports false for faultNone and the LLM-only
@@ -110,6 +111,20 @@ type fakeTranscriptAPI struct {
 	ytReqs   int
 }
 
+// set changes the fake under its lock.
+func (f *fakeTranscriptAPI) set(fn func(f *fakeTranscriptAPI)) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	fn(f)
+}
+
+// snap returns a copy of the counters.
+func (f *fakeTranscriptAPI) snap() (attempts, polls map[string]int, ytReqs int) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return maps.Clone(f.attempts), maps.Clone(f.polls), f.ytReqs
+}
+
 var ytIDInURL = regexp.MustCompile(`v=([A-Za-z0-9_-]{11})`)
 
 func newFakeTranscriptAPI(t *testing.T) *fakeTranscriptAPI {
@@ -144,12 +159,12 @@ func (f *fakeTranscriptAPI) transcript(w http.ResponseWriter, r *http.Request) {
 	f.attempts[id]++
 	n, total := f.attempts[id], f.requests
 	v, ok := f.videos[id]
-	hook := f.onRequest
+	hook, faultFor := f.onRequest, f.faultFor
 	f.mu.Unlock()
 	if hook != nil {
 		hook(total)
 	}
-	if f.faultFor != nil && writeFault(w, r, f.faultFor(id, n)) {
+	if faultFor != nil && writeFault(w, r, faultFor(id, n)) {
 		return
 	}
 	switch {
@@ -264,6 +279,26 @@ func newFakeLLM(t *testing.T) *fakeLLM {
 
 func (f *fakeLLM) url() string { return f.srv.URL + "/v1" }
 
+// set changes the fake under its lock.
+func (f *fakeLLM) set(fn func(f *fakeLLM)) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	fn(f)
+}
+
+type fakeLLMStats struct {
+	requests, maxInflight, streamed int
+	attempts, modes                 map[string]int
+}
+
+// snap returns a copy of the counters.
+func (f *fakeLLM) snap() fakeLLMStats {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return fakeLLMStats{requests: f.requests, maxInflight: f.maxInflight, streamed: f.streamed,
+		attempts: maps.Clone(f.attempts), modes: maps.Clone(f.modes)}
+}
+
 // promptKind tells the stages apart by their default system prompts.
 func promptKind(system string) string {
 	switch {
@@ -323,7 +358,7 @@ func (f *fakeLLM) serve(w http.ResponseWriter, r *http.Request) {
 	if req.Stream {
 		f.streamed++
 	}
-	hook, delay := f.onRequest, f.delay
+	hook, delay, rejectSchema, faultFor := f.onRequest, f.delay, f.rejectSchema, f.faultFor
 	f.mu.Unlock()
 	defer func() {
 		f.mu.Lock()
@@ -336,13 +371,13 @@ func (f *fakeLLM) serve(w http.ResponseWriter, r *http.Request) {
 	if delay > 0 {
 		time.Sleep(delay)
 	}
-	if f.rejectSchema && mode == "json_schema" {
+	if rejectSchema && mode == "json_schema" {
 		http.Error(w, `{"error":{"message":"response_format json_schema is not supported by this server","type":"invalid_request_error"}}`, http.StatusBadRequest)
 		return
 	}
 	flt := faultNone
-	if f.faultFor != nil {
-		flt = f.faultFor(kind, subject, n)
+	if faultFor != nil {
+		flt = faultFor(kind, subject, n)
 	}
 	if writeFault(w, r, flt) {
 		return

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -43,12 +44,13 @@ func TestFetchTranscriptsFaultsAndRerun(t *testing.T) {
 		ytID(5): {faultTruncated},
 		ytID(8): {fault503LongWait},
 	}
-	run := 1
+	var run atomic.Int32
+	run.Store(1)
 	api.faultFor = func(id string, n int) fault {
-		if id == "flaky000001" && run == 1 {
+		if id == "flaky000001" && run.Load() == 1 {
 			return fault500
 		}
-		if fs := firstFault[id]; run == 1 && n <= len(fs) {
+		if fs := firstFault[id]; run.Load() == 1 && n <= len(fs) {
 			return fs[n-1]
 		}
 		return faultNone
@@ -99,18 +101,19 @@ func TestFetchTranscriptsFaultsAndRerun(t *testing.T) {
 		}
 	}
 	// Bounded retries: the always-failing video got exactly 1+max_retries requests.
-	if api.attempts["flaky000001"] != 4 {
-		t.Errorf("flaky video requested %d times, want 4", api.attempts["flaky000001"])
+	attempts, polls, _ := api.snap()
+	if attempts["flaky000001"] != 4 {
+		t.Errorf("flaky video requested %d times, want 4", attempts["flaky000001"])
 	}
-	if api.attempts[ytID(4)] != 3 || api.attempts[ytID(2)] != 3 || api.attempts[ytID(5)] != 2 || api.attempts[ytID(3)] != 2 {
+	if attempts[ytID(4)] != 3 || attempts[ytID(2)] != 3 || attempts[ytID(5)] != 2 || attempts[ytID(3)] != 2 {
 		t.Errorf("attempts: malformed=%d (want 3) 500x2=%d (want 3) truncated=%d (want 2) hang=%d (want 2)",
-			api.attempts[ytID(4)], api.attempts[ytID(2)], api.attempts[ytID(5)], api.attempts[ytID(3)])
+			attempts[ytID(4)], attempts[ytID(2)], attempts[ytID(5)], attempts[ytID(3)])
 	}
 	if !slices.Contains(sl.all(), time.Second) {
 		t.Errorf("Retry-After: 1 was not honoured; sleeps %v", sl.all())
 	}
-	if api.polls[ytID(7)] != 2 {
-		t.Errorf("async job polled %d times, want 2", api.polls[ytID(7)])
+	if polls[ytID(7)] != 2 {
+		t.Errorf("async job polled %d times, want 2", polls[ytID(7)])
 	}
 	if got := readLines[Transcript](t, out)[6]; got.Text != strings.TrimSpace(videoText(7)) || got.Lang != "en" || got.Source != "api" ||
 		got.URL != "https://www.youtube.com/watch?v="+ytID(7) {
@@ -121,11 +124,8 @@ func TestFetchTranscriptsFaultsAndRerun(t *testing.T) {
 	}
 
 	// Rerun: done ids and permanent failures are skipped; transient ones retried.
-	run = 2
-	before := map[string]int{}
-	for k, v := range api.attempts {
-		before[k] = v
-	}
+	run.Store(2)
+	before, _, _ := api.snap()
 	rep2, err := FetchTranscripts(context.Background(), cfg, env, TranscriptOptions{})
 	if err != nil {
 		t.Fatal(err)
@@ -133,7 +133,8 @@ func TestFetchTranscriptsFaultsAndRerun(t *testing.T) {
 	if rep2.AlreadyDone != 7 || rep2.SkippedFailed != 4 || rep2.Fetched != 2 || len(rep2.Failed) != 0 {
 		t.Errorf("rerun report done=%d skipped=%d fetched=%d failed=%v; want 7, 4, 2, none", rep2.AlreadyDone, rep2.SkippedFailed, rep2.Fetched, rep2.Failed)
 	}
-	for id, n := range api.attempts {
+	after, _, _ := api.snap()
+	for id, n := range after {
 		if d := n - before[id]; (id == ytID(8) || id == "flaky000001") != (d == 1) || d > 1 {
 			t.Errorf("rerun requested %s %d times", id, d)
 		}
@@ -146,8 +147,9 @@ func TestFetchTranscriptsFaultsAndRerun(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if rep3.SkippedFailed != 0 || len(rep3.Failed) != 4 || api.attempts["privateVid1"] != 2 {
-		t.Errorf("retry-failed: skipped=%d failed=%d private attempts=%d; want 0, 4, 2", rep3.SkippedFailed, len(rep3.Failed), api.attempts["privateVid1"])
+	after, _, _ = api.snap()
+	if rep3.SkippedFailed != 0 || len(rep3.Failed) != 4 || after["privateVid1"] != 2 {
+		t.Errorf("retry-failed: skipped=%d failed=%d private attempts=%d; want 0, 4, 2", rep3.SkippedFailed, len(rep3.Failed), after["privateVid1"])
 	}
 	assertNoSecrets(t, logs.String(), cfg.WorkDir)
 }
@@ -183,11 +185,13 @@ func TestFetchTranscriptsKillAndRerunIsIdentical(t *testing.T) {
 
 	api, cfg := setup()
 	ctx, cancel := context.WithCancel(context.Background())
-	api.onRequest = func(k int) {
-		if k == 6 {
-			cancel()
+	api.set(func(f *fakeTranscriptAPI) {
+		f.onRequest = func(k int) {
+			if k == 6 {
+				cancel()
+			}
 		}
-	}
+	})
 	rep, err := FetchTranscripts(ctx, cfg, testEnv(&logs, &sl), TranscriptOptions{})
 	if !errors.Is(err, context.Canceled) || !rep.Interrupted {
 		t.Fatalf("interrupted run: err=%v interrupted=%v, want context.Canceled", err, rep.Interrupted)
@@ -201,7 +205,7 @@ func TestFetchTranscriptsKillAndRerunIsIdentical(t *testing.T) {
 	f, _ := os.OpenFile(path, os.O_APPEND|os.O_WRONLY, 0)
 	f.WriteString(`{"video_id":"` + ytID(9) + `","source":"api","te`)
 	f.Close()
-	api.onRequest = nil
+	api.set(func(f *fakeTranscriptAPI) { f.onRequest = nil })
 	if _, err := FetchTranscripts(context.Background(), cfg, testEnv(&logs, &sl), TranscriptOptions{}); err != nil {
 		t.Fatal(err)
 	}
@@ -231,8 +235,8 @@ func TestFetchTranscriptsYouTubeChannel(t *testing.T) {
 	if got := transcriptIDs(t, filepath.Join(cfg.WorkDir, TranscriptsFile)); !slices.Equal(got, ids) || rep.Fetched != 5 {
 		t.Errorf("fetched %v (%d), want all 5 uploads across 3 pages in order", got, rep.Fetched)
 	}
-	if api.ytReqs != 2 {
-		t.Errorf("channels endpoint requested %d times, want 2 (one 500, then ok)", api.ytReqs)
+	if _, _, yt := api.snap(); yt != 2 {
+		t.Errorf("channels endpoint requested %d times, want 2 (one 500, then ok)", yt)
 	}
 	// Handles and the per-channel cap.
 	cfg2 := testConfig(t, api, nil)
