@@ -62,9 +62,12 @@ type qualityScorer struct {
 
 func newQualityScorer(cfg QualityConfig) (*qualityScorer, error) {
 	q := &qualityScorer{cfg: cfg}
-	compile := func(key string, pats []string) ([]*regexp.Regexp, error) {
+	compile := func(key string, defaults, extra []string) ([]*regexp.Regexp, error) {
 		var out []*regexp.Regexp
-		for i, p := range pats {
+		for _, p := range defaults {
+			out = append(out, regexp.MustCompile("(?i)"+p))
+		}
+		for i, p := range extra {
 			re, err := regexp.Compile("(?i)" + p)
 			if err != nil {
 				return nil, fmt.Errorf("data.build.quality.%s[%d]: %w", key, i, err)
@@ -74,10 +77,10 @@ func newQualityScorer(cfg QualityConfig) (*qualityScorer, error) {
 		return out, nil
 	}
 	var err error
-	if q.meta, err = compile("extra_meta_patterns", append(append([]string{}, defaultMetaPatterns...), cfg.ExtraMetaPatterns...)); err != nil {
+	if q.meta, err = compile("extra_meta_patterns", defaultMetaPatterns, cfg.ExtraMetaPatterns); err != nil {
 		return nil, err
 	}
-	if q.refusal, err = compile("extra_refusal_patterns", append(append([]string{}, defaultRefusalPatterns...), cfg.ExtraRefusalPatterns...)); err != nil {
+	if q.refusal, err = compile("extra_refusal_patterns", defaultRefusalPatterns, cfg.ExtraRefusalPatterns); err != nil {
 		return nil, err
 	}
 	return q, nil
