@@ -134,16 +134,35 @@ setup_chromium() {
   fi
 }
 
+# OpenBLAS: mlx-cpu bundles the reference BLAS, which is 20-100x slower at
+# matrix products. Linking Debian's OpenBLAS ahead of libmlx makes its
+# cblas_sgemm win the symbol lookup (see docs/BENCHMARKS.md).
+setup_openblas() {
+  [ "$(backend)" = cpu ] && [ "$(uname -s)" = Linux ] || return 0
+  if [ -f /usr/lib/x86_64-linux-gnu/libopenblas.so ] || [ -f /usr/lib/aarch64-linux-gnu/libopenblas.so ] \
+    || ldconfig -p 2>/dev/null | grep -q 'libopenblas.so '; then
+    step "OpenBLAS: present"; return
+  fi
+  command -v apt-get >/dev/null 2>&1 || die "libopenblas-dev is required on Linux (install OpenBLAS, or set FUNGTRAIN_NO_OPENBLAS=1)"
+  step "OpenBLAS: installing Debian's libopenblas-dev"
+  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libopenblas-dev >/dev/null) \
+    || die "apt-get install libopenblas-dev failed"
+}
+
 setup() {
   check_tools
   mkdir -p "$TP"
   setup_mlx
   setup_tokenizers
+  [ -n "${FUNGTRAIN_NO_OPENBLAS:-}" ] || setup_openblas
 }
 
 go_env() {
   export CGO_ENABLED=1
   export CGO_CXXFLAGS="${CGO_CXXFLAGS:--O2}"
+  if [ "$(backend)" = cpu ] && [ "$(uname -s)" = Linux ] && [ -z "${FUNGTRAIN_NO_OPENBLAS:-}" ]; then
+    export CGO_LDFLAGS="-Wl,--no-as-needed -lopenblas -Wl,--as-needed ${CGO_LDFLAGS:-}"
+  fi
 }
 
 build() {

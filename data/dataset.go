@@ -9,6 +9,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
+	"math"
 	"os"
 	"path/filepath"
 
@@ -166,4 +168,20 @@ func textExample(text string, enc Encoder) (Example, error) {
 		counted[i] = true
 	}
 	return Example{Tokens: ids, Counted: counted}, nil
+}
+
+// LogSplit logs a split's size, truncations and the padding its batches
+// would carry.
+func LogSplit(log *slog.Logger, s *Split, batchSize int) {
+	tokens, counted := 0, 0
+	for _, ex := range s.Examples {
+		tokens += len(ex.Tokens)
+		counted += countTrue(ex.Counted)
+	}
+	groups := Batches(s.Examples, batchSize, 0, 0)
+	log.Info("dataset", "split", s.Name, "file", s.Path, "examples", len(s.Examples), "tokens", tokens,
+		"loss_tokens", counted, "truncated", s.Truncated, "padding_fraction", math.Round(PaddingFraction(s.Examples, groups)*1e4)/1e4)
+	if s.Truncated > 0 {
+		log.Warn("examples truncated to max_seq_length", "split", s.Name, "count", s.Truncated)
+	}
 }

@@ -17,6 +17,22 @@ type LoadOptions struct {
 	// Dtype is the activation and dense-weight dtype: "auto" (float32 on
 	// the CPU, the checkpoint's own dtype on a GPU), "bf16", "f16" or "f32".
 	Dtype string
+	// Dequantize selects whether quantized weights are expanded to dense
+	// at load: "auto" (on the CPU, whose quantized kernels are far slower
+	// than its dense ones; never on a GPU), "yes" or "no".
+	Dequantize string
+}
+
+func (o LoadOptions) dequantize() (bool, error) {
+	switch o.Dequantize {
+	case "", "auto":
+		return mlx.DefaultDevice() == mlx.CPU, nil
+	case "yes", "true":
+		return true, nil
+	case "no", "false":
+		return false, nil
+	}
+	return false, fmt.Errorf("dequantize %q: want auto, yes or no", o.Dequantize)
 }
 
 func (o LoadOptions) dtype(stored mlx.Dtype) (mlx.Dtype, error) {
@@ -247,6 +263,11 @@ func build(cfg *Config, tensors map[string]*mlx.Array, opts LoadOptions) (m *Mod
 		freeAll(tensors)
 		return nil, err
 	}
+	deq, err := opts.dequantize()
+	if err != nil {
+		freeAll(tensors)
+		return nil, err
+	}
 	b := &builder{cfg: cfg, tensors: tensors, dtype: dt, used: map[string]bool{}}
 	m = &Model{Config: cfg, Dtype: dt}
 	defer func() {
@@ -301,11 +322,21 @@ func build(cfg *Config, tensors map[string]*mlx.Array, opts LoadOptions) (m *Mod
 		if blk.PostNorm, err = b.take(p+"post_attention_layernorm.weight", D); err != nil {
 			return nil, err
 		}
+		if deq {
+			for _, s := range specs {
+				(*s.dst).(*Linear).dequantizeInPlace(dt)
+			}
+		}
 		// Materialise layer by layer so that dtype conversion never holds
 		// two copies of the whole model.
 		if err := mlx.Eval(m.layerArrays(blk)...); err != nil {
 			return nil, fmt.Errorf("load layer %d: %w", i, err)
 		}
+	}
+	if deq && m.EmbedQ != nil {
+		m.Embed = denseOf(m.EmbedQ, dt)
+		m.EmbedQ.Free()
+		m.EmbedQ = nil
 	}
 	if m.Norm, err = b.take("model.norm.weight", D); err != nil {
 		return nil, err
@@ -315,6 +346,9 @@ func build(cfg *Config, tensors map[string]*mlx.Array, opts LoadOptions) (m *Mod
 		if m.LMHead, err = b.linear("lm_head", V, D, false); err != nil {
 			return nil, err
 		}
+	}
+	if deq && m.LMHead != nil {
+		m.LMHead.dequantizeInPlace(dt)
 	}
 	var extra []string
 	for k := range tensors {

@@ -60,6 +60,22 @@ func (l *Linear) Dense(dt mlx.Dtype) *mlx.Array {
 	return mlx.AsType(l.Weight, dt)
 }
 
+// dequantizeInPlace replaces a quantized weight by its dense form.
+func (l *Linear) dequantizeInPlace(dt mlx.Dtype) {
+	if l.Q == nil {
+		return
+	}
+	l.Weight = denseOf(l.Q, dt)
+	l.Q.Free()
+	l.Q = nil
+}
+
+func denseOf(q *mlx.Quantized, dt mlx.Dtype) *mlx.Array {
+	w := mlx.AsType(mlx.Dequantize(*q), dt)
+	mlx.Detach(w)
+	return w
+}
+
 func (l *Linear) arrays() []*mlx.Array {
 	var out []*mlx.Array
 	if l.Q != nil {

@@ -1,0 +1,175 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/fungtrain/fungtrain/data"
+	"github.com/fungtrain/fungtrain/llama"
+	"github.com/fungtrain/fungtrain/lora"
+	"github.com/fungtrain/fungtrain/mlx"
+)
+
+func init() { subcommands = append(subcommands, newTrainCmd) }
+
+type trainFlags struct {
+	config string
+	resume string
+	sets   []string
+}
+
+func newTrainCmd() *cobra.Command {
+	var f trainFlags
+	cmd := &cobra.Command{
+		Use:   "train --config run.yaml [--set section.key=value ...]",
+		Short: "Fine-tune LoRA adapters",
+		Long: `Fine-tune LoRA adapters on a model, as configured by a YAML run file
+(sections model, data, lora, optimizer, schedule, training, eval, output).
+Any key can be overridden with --set section.key=value. The run directory
+gets metrics.jsonl, summary.json, run_metadata.json, config.yaml, the final
+adapters, the best adapters (best/) and checkpoints (checkpoints/).
+--resume RUN_DIR continues a run exactly from its latest checkpoint.
+SIGINT or SIGTERM saves a checkpoint and exits.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return runTrain(cmd, f)
+		},
+	}
+	cmd.Flags().StringVar(&f.config, "config", "", "YAML run config")
+	cmd.Flags().StringVar(&f.resume, "resume", "", "run directory (or checkpoint) to resume")
+	cmd.Flags().StringArrayVar(&f.sets, "set", nil, "override a config key, e.g. --set lora.rank=8 (repeatable)")
+	return cmd
+}
+
+// loadTrainConfig resolves the config of a new or resumed run.
+func loadTrainConfig(f trainFlags) (lora.RunConfig, string, error) {
+	if f.resume == "" {
+		if f.config == "" {
+			return lora.RunConfig{}, "", errors.New("train: --config is required (or --resume RUN_DIR)")
+		}
+		cfg, err := lora.LoadRunConfig(f.config, f.sets)
+		return cfg, "", err
+	}
+	ck, err := lora.LatestCheckpoint(f.resume)
+	if err != nil {
+		return lora.RunConfig{}, "", err
+	}
+	cfg, err := lora.ReadCheckpointConfig(ck)
+	if err != nil {
+		return cfg, "", err
+	}
+	if len(f.sets) > 0 {
+		return cfg, "", errors.New("train: --set cannot change a resumed run; its config comes from the checkpoint")
+	}
+	return cfg, ck, nil
+}
+
+func runTrain(cmd *cobra.Command, f trainFlags) error {
+	cfg, ck, err := loadTrainConfig(f)
+	if err != nil {
+		return err
+	}
+	ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	log := slog.Default()
+	var summary *lora.Summary
+	err = mlx.Do(func() error {
+		var tokOpts []llama.TokenizerOption
+		if cfg.Model.ChatFormat != "" {
+			cf, err := llama.ParseChatFormat(cfg.Model.ChatFormat)
+			if err != nil {
+				return fmt.Errorf("model.chat_format: %w", err)
+			}
+			tokOpts = append(tokOpts, llama.WithChatFormat(cf))
+		}
+		b, err := llama.Open(cfg.Model.Path, llama.LoadOptions{Dtype: cfg.Model.Dtype}, tokOpts...)
+		if err != nil {
+			return err
+		}
+		defer b.Close()
+		train, err := data.LoadSplit(cfg.Data.TrainData, "train", b.Tokenizer)
+		if err != nil {
+			return err
+		}
+		valid, err := data.LoadSplit(cfg.Data.TrainData, "valid", b.Tokenizer)
+		if err != nil {
+			return err
+		}
+		meta, err := runMetadata(cfg, train, valid)
+		if err != nil {
+			return err
+		}
+		tr, err := lora.NewTrainer(cfg, b.Model, train, valid, padID(b), meta, log)
+		if err != nil {
+			return err
+		}
+		defer tr.Close()
+		if ck != "" {
+			if err := tr.Restore(ck); err != nil {
+				return err
+			}
+			log.Info("resuming", "checkpoint", ck, "step", tr.State().Step)
+		}
+		summary, err = tr.Run(ctx)
+		return err
+	})
+	if errors.Is(err, lora.ErrInterrupted) {
+		fmt.Fprintf(cmd.ErrOrStderr(), "interrupted: resume with: fungtrain train --resume %s\n", cfg.Output.Dir)
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(cmd.OutOrStdout(), "done: %d steps in %.1fs, %.0f tokens/s, peak memory %.2f GB\n",
+		summary.Steps, summary.Seconds, summary.TokensPerSec, summary.PeakMemoryGB)
+	fmt.Fprintf(cmd.OutOrStdout(), "val loss: %.4f -> %.4f (best %.4f at step %d)\n",
+		summary.InitialValLoss, summary.FinalValLoss, summary.BestValLoss, summary.BestStep)
+	fmt.Fprintf(cmd.OutOrStdout(), "adapters: %s\n", cfg.Output.Dir)
+	return nil
+}
+
+// padID picks the token used to pad batches: it never counts in the loss,
+// so any valid id works; the first stop id keeps it recognisable.
+func padID(b *llama.Bundle) int32 {
+	if len(b.StopIDs) > 0 {
+		return b.StopIDs[0]
+	}
+	return 0
+}
+
+func runMetadata(cfg lora.RunConfig, splits ...*data.Split) (lora.RunMetadata, error) {
+	meta := lora.RunMetadata{
+		Timestamp: time.Now().UTC().Format(time.RFC3339), Seed: cfg.Training.Seed, Config: cfg,
+		DataSHA256: map[string]string{}, FungtrainVersion: version, GitCommit: commit,
+		MLXVersion: mlx.Version(), Backend: mlx.Backend(), Device: mlx.DefaultDevice().String(),
+	}
+	for _, s := range splits {
+		meta.DataSHA256[filepath.Base(s.Path)] = s.SHA256
+	}
+	if test := filepath.Join(cfg.Data.Dir, "test.jsonl"); fileExists(test) {
+		sum, _, err := lora.ModelDigest(test)
+		if err == nil {
+			meta.DataSHA256["test.jsonl"] = sum
+		}
+	}
+	sum, of, err := lora.ModelDigest(cfg.Model.Path)
+	if err != nil {
+		return meta, fmt.Errorf("hash model: %w", err)
+	}
+	meta.ModelSHA256, meta.ModelHashOf = sum, of
+	return meta, nil
+}
+
+func fileExists(p string) bool {
+	_, err := os.Stat(p)
+	return err == nil
+}
+

@@ -1,0 +1,145 @@
+package lora
+
+import (
+	"bufio"
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/fungtrain/fungtrain/llama"
+)
+
+// RunMetadata is run_metadata.json: what is needed to reproduce a run.
+type RunMetadata struct {
+	Timestamp        string            `json:"timestamp"`
+	Seed             uint64            `json:"seed"`
+	Config           RunConfig         `json:"config"`
+	DataSHA256       map[string]string `json:"data_sha256"`
+	ModelSHA256      string            `json:"model_sha256"`
+	ModelHashOf      string            `json:"model_sha256_of"`
+	FungtrainVersion string            `json:"fungtrain_version"`
+	GitCommit        string            `json:"git_commit"`
+	MLXVersion       string            `json:"mlx_version"`
+	Backend          string            `json:"backend"`
+	Device           string            `json:"device"`
+	TrainableParams  int               `json:"trainable_params"`
+	Resumed          []string          `json:"resumed,omitempty"`
+}
+
+// ModelDigest hashes a model's weight index: model.safetensors.index.json
+// when the model is sharded, else the weight files themselves (a .gguf or
+// model.safetensors).
+func ModelDigest(path string) (sum, of string, err error) {
+	st, err := os.Stat(path)
+	if err != nil {
+		return "", "", err
+	}
+	files := []string{path}
+	if st.IsDir() {
+		idx := filepath.Join(path, "model.safetensors.index.json")
+		if _, err := os.Stat(idx); err == nil {
+			files = []string{idx}
+		} else if files, err = llama.WeightFiles(path); err != nil {
+			return "", "", err
+		}
+	}
+	h := sha256.New()
+	var names []string
+	for _, f := range files {
+		fh, err := os.Open(f)
+		if err != nil {
+			return "", "", err
+		}
+		_, err = io.Copy(h, fh)
+		fh.Close()
+		if err != nil {
+			return "", "", fmt.Errorf("hash %s: %w", f, err)
+		}
+		names = append(names, filepath.Base(f))
+	}
+	return hex.EncodeToString(h.Sum(nil)), strings.Join(names, ","), nil
+}
+
+// writeJSON writes v as indented JSON, atomically.
+func writeJSON(path string, v any) error {
+	b, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		return fmt.Errorf("encode %s: %w", path, err)
+	}
+	return llama.WriteFileAtomic(path, append(b, '\n'))
+}
+
+func (t *Trainer) writeRecords() error {
+	y, err := t.Cfg.YAML()
+	if err != nil {
+		return err
+	}
+	if err := llama.WriteFileAtomic(filepath.Join(t.out, "config.yaml"), y); err != nil {
+		return err
+	}
+	t.Meta.TrainableParams = t.Adapters.NumParams()
+	t.Meta.Config = t.Cfg
+	return writeJSON(filepath.Join(t.out, "run_metadata.json"), t.Meta)
+}
+
+// metricsWriter appends JSON lines to metrics.jsonl, flushing each one.
+type metricsWriter struct {
+	f   *os.File
+	err error
+}
+
+// openMetrics opens metrics.jsonl for appending. On resume it first drops
+// the lines written after the checkpoint being resumed (and any torn last
+// line), so the file describes exactly one history.
+func openMetrics(path string, keepThroughStep int) (*metricsWriter, error) {
+	var kept bytes.Buffer
+	if b, err := os.ReadFile(path); err == nil && keepThroughStep > 0 {
+		sc := bufio.NewScanner(bytes.NewReader(b))
+		sc.Buffer(make([]byte, 1<<20), 1<<24)
+		for sc.Scan() {
+			var rec struct {
+				Step *int `json:"step"`
+			}
+			if json.Unmarshal(sc.Bytes(), &rec) != nil || rec.Step == nil || *rec.Step > keepThroughStep {
+				continue
+			}
+			kept.Write(sc.Bytes())
+			kept.WriteByte('\n')
+		}
+	}
+	if err := llama.WriteFileAtomic(path, kept.Bytes()); err != nil {
+		return nil, err
+	}
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return nil, err
+	}
+	return &metricsWriter{f: f}, nil
+}
+
+func (w *metricsWriter) write(rec map[string]any) {
+	if w.err != nil {
+		return
+	}
+	b, err := json.Marshal(rec)
+	if err == nil {
+		_, err = w.f.Write(append(b, '\n'))
+	}
+	if err == nil {
+		err = w.f.Sync()
+	}
+	w.err = err
+}
+
+func (w *metricsWriter) close() error {
+	if err := w.f.Close(); err != nil && w.err == nil {
+		w.err = err
+	}
+	return w.err
+}

@@ -1,0 +1,446 @@
+package lora
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math"
+	"os"
+	"path/filepath"
+	"sort"
+	"time"
+
+	"github.com/fungtrain/fungtrain/data"
+	"github.com/fungtrain/fungtrain/internal/progress"
+	"github.com/fungtrain/fungtrain/llama"
+	"github.com/fungtrain/fungtrain/mlx"
+)
+
+// ErrInterrupted is returned when a run stopped on a signal after saving
+// a checkpoint.
+var ErrInterrupted = errors.New("training interrupted; checkpoint saved")
+
+// Trainer fine-tunes adapters on a model. Create it with NewTrainer and
+// call Run on the MLX thread.
+type Trainer struct {
+	Cfg      RunConfig
+	Model    *llama.Model
+	Adapters *Adapters
+	Opt      *AdamW
+	Train    *data.Split
+	Valid    *data.Split
+	PadID    int32
+	Meta     RunMetadata
+	Log      *slog.Logger
+
+	vag        *mlx.ValueAndGrad
+	out        string
+	totalSteps int
+	perEpoch   int
+	groups     map[int][][]int // per-epoch batch order, cached
+
+	// Resumable state.
+	state TrainState
+
+	// Progress within the report window.
+	winSum, winCount          float64
+	winTokens, winSteps       int
+	winStart                  time.Time
+	runStart                  time.Time
+	lastTrainLoss, lastValLoss float64
+	metrics                   *metricsWriter
+	peakMem                   int64
+}
+
+// TrainState is what a checkpoint records besides adapters and moments.
+type TrainState struct {
+	Step          int     `json:"step"`           // optimizer updates done
+	Cursor        int     `json:"cursor"`         // micro-batches consumed
+	Seed          uint64  `json:"seed"`           // the run's seed; with Cursor it fixes all randomness
+	BestValLoss   float64 `json:"best_val_loss"`  // +Inf before any eval
+	BestStep      int     `json:"best_step"`      //
+	InitialVal    float64 `json:"initial_val_loss"`
+	TrainedTokens int64   `json:"trained_tokens"` // loss-counted tokens so far
+	InputTokens   int64   `json:"input_tokens"`   // non-padding tokens so far
+	Seconds       float64 `json:"seconds"`        // training time so far
+}
+
+// NewTrainer prepares a run: adapters on the model (fresh from the seed),
+// the optimizer and the value-and-grad function.
+func NewTrainer(cfg RunConfig, m *llama.Model, train, valid *data.Split, padID int32, meta RunMetadata, log *slog.Logger) (*Trainer, error) {
+	if err := cfg.LoRA.Validate(len(m.Layers)); err != nil {
+		return nil, err
+	}
+	ad, err := Apply(m, cfg.LoRA, cfg.Training.Seed)
+	if err != nil {
+		return nil, err
+	}
+	m.Checkpointing = cfg.Training.GradCheckpoint
+	t := &Trainer{Cfg: cfg, Model: m, Adapters: ad, Train: train, Valid: valid, PadID: padID, Meta: meta, Log: log,
+		out: cfg.Output.Dir, groups: map[int][][]int{}}
+	t.Opt = NewAdamW(cfg.Optimizer, ad.Params())
+	t.state = TrainState{Seed: cfg.Training.Seed, BestValLoss: math.Inf(1), InitialVal: math.NaN()}
+	t.perEpoch = len(data.Batches(train.Examples, cfg.Training.BatchSize, 0, cfg.Training.Seed))
+	t.totalSteps = cfg.Training.MaxSteps
+	if t.totalSteps == 0 {
+		t.totalSteps = (t.perEpoch*cfg.Training.Epochs + cfg.Training.GradAccumulation - 1) / cfg.Training.GradAccumulation
+	}
+	nParams := len(ad.Params())
+	t.vag, err = mlx.NewValueAndGrad(t.lossFunc(nParams), argRange(nParams)...)
+	if err != nil {
+		ad.Remove()
+		t.Opt.Free()
+		return nil, err
+	}
+	return t, nil
+}
+
+func argRange(n int) []int {
+	out := make([]int, n)
+	for i := range out {
+		out[i] = i
+	}
+	return out
+}
+
+// Close frees the trainer's arrays (not the model's base weights).
+func (t *Trainer) Close() {
+	t.vag.Free()
+	t.Opt.Free()
+}
+
+// TotalSteps is the number of optimizer updates the run makes.
+func (t *Trainer) TotalSteps() int { return t.totalSteps }
+
+// State returns the resumable state.
+func (t *Trainer) State() TrainState { return t.state }
+
+// lossFunc builds the function whose gradient training takes. Its inputs
+// are the adapter parameters, then ids (B, L), targets (B, L), weights
+// (B, L) and the step's count of loss tokens; its outputs are the loss
+// normalised by that count, and the unnormalised sum. Normalising every
+// micro-batch by the whole step's count makes accumulated gradients equal
+// the gradient of the step's mean loss exactly.
+func (t *Trainer) lossFunc(nParams int) mlx.Func {
+	return func(in []*mlx.Array) ([]*mlx.Array, error) {
+		old := t.Adapters.Params()
+		t.Adapters.SetParams(in[:nParams])
+		defer t.Adapters.SetParams(old)
+		ids, targets, weights, norm := in[nParams], in[nParams+1], in[nParams+2], in[nParams+3]
+		sum := t.maskedCrossEntropySum(ids, targets, weights)
+		return []*mlx.Array{mlx.Divide(sum, norm), sum}, nil
+	}
+}
+
+// maskedCrossEntropySum is Σ weight·(logsumexp(logits) - logit[target]),
+// computed in float32.
+func (t *Trainer) maskedCrossEntropySum(ids, targets, weights *mlx.Array) *mlx.Array {
+	logits := mlx.AsType(t.Model.Forward(ids, nil), mlx.Float32)
+	lse := mlx.LogSumExp(logits, false, -1)
+	picked := mlx.Squeeze(mlx.TakeAlongAxis(logits, mlx.ExpandDims(targets, -1), -1), -1)
+	return mlx.Sum(mlx.Multiply(mlx.Subtract(lse, picked), weights), false)
+}
+
+// batchArrays turns a batch into MLX arrays.
+func batchArrays(b data.Batch) (ids, targets, weights *mlx.Array) {
+	return mlx.FromInt32s(b.Inputs, b.B, b.L), mlx.FromInt32s(b.Targets, b.B, b.L), mlx.FromFloat32s(b.Weights, b.B, b.L)
+}
+
+// microBatch returns the example indices of global micro-batch g.
+func (t *Trainer) microBatch(g int) []int {
+	epoch, i := g/t.perEpoch, g%t.perEpoch
+	gs, ok := t.groups[epoch]
+	if !ok {
+		gs = data.Batches(t.Train.Examples, t.Cfg.Training.BatchSize, epoch, t.Cfg.Training.Seed)
+		t.groups = map[int][][]int{epoch: gs} // keep one epoch cached
+	}
+	return gs[i]
+}
+
+// stepResult is one optimizer update's outcome.
+type stepResult struct {
+	lossSum, counted float64
+	tokens           int
+	gradNorm         float64
+}
+
+// trainStep runs one optimizer update over GradAccumulation micro-batches.
+func (t *Trainer) trainStep(lr float64) (stepResult, error) {
+	accum := t.Cfg.Training.GradAccumulation
+	var res stepResult
+	batches := make([]data.Batch, accum)
+	for k := range batches {
+		batches[k] = data.MakeBatch(t.Train.Examples, t.microBatch(t.state.Cursor+k), t.PadID)
+		res.counted += float64(batches[k].Counted)
+		res.tokens += batches[k].Tokens
+	}
+	if res.counted == 0 {
+		return res, errors.New("a training step has no loss tokens")
+	}
+	var acc []*mlx.Array
+	freeAcc := func() {
+		for _, a := range acc {
+			a.Free()
+		}
+	}
+	for k, b := range batches {
+		s := mlx.NewScope()
+		t.Adapters.SetTraining(true, t.state.Seed*1_000_033+uint64(t.state.Cursor+k))
+		ids, targets, weights := batchArrays(b)
+		norm := mlx.Scalar(res.counted, mlx.Float32)
+		vals, grads, err := t.vag.Call(append(t.Adapters.Params(), ids, targets, weights, norm)...)
+		if err != nil {
+			s.Close()
+			freeAcc()
+			return res, err
+		}
+		if acc != nil {
+			for i := range grads {
+				grads[i] = mlx.Add(acc[i], grads[i])
+			}
+		}
+		if err := mlx.Eval(append(grads, vals[1])...); err != nil {
+			s.Close()
+			freeAcc()
+			return res, err
+		}
+		sum, err := vals[1].Item()
+		freeAcc()
+		s.Keep(grads...)
+		mlx.Detach(grads...)
+		acc = grads
+		s.Close()
+		if err != nil {
+			freeAcc()
+			return res, err
+		}
+		res.lossSum += sum
+	}
+	t.Adapters.SetTraining(false, 0)
+	defer freeAcc()
+	if loss := res.lossSum / res.counted; math.IsNaN(loss) || math.IsInf(loss, 0) {
+		return res, fmt.Errorf("loss is %v at step %d", loss, t.state.Step+1)
+	}
+	s := mlx.NewScope()
+	defer s.Close()
+	grads, norm := ClipByGlobalNorm(acc, t.Cfg.Optimizer.GradClip)
+	old := t.Adapters.Params()
+	params := t.Opt.Update(old, grads, lr)
+	if err := mlx.Eval(append(append(params, norm), t.Opt.State()...)...); err != nil {
+		return res, err
+	}
+	gn, _ := norm.Item()
+	res.gradNorm = gn
+	t.Adapters.SetParams(params)
+	for _, p := range old {
+		p.Free()
+	}
+	t.state.Cursor += accum
+	t.state.Step++
+	return res, nil
+}
+
+// Evaluate returns the mean cross-entropy over the counted tokens of a
+// split (or its first maxBatches length-sorted batches, the same ones every
+// time) and the token count.
+func (t *Trainer) Evaluate(split *data.Split, maxBatches int) (float64, int, error) {
+	return EvaluateLoss(t.Model, split, t.Cfg.Eval.BatchSize, maxBatches, t.PadID)
+}
+
+// EvaluateLoss is the masked mean cross-entropy of model over split.
+func EvaluateLoss(m *llama.Model, split *data.Split, batchSize, maxBatches int, padID int32) (float64, int, error) {
+	// A fixed order, by length and not shuffled, so every eval sees the
+	// same subset.
+	groups := sortedGroups(split.Examples, batchSize)
+	if maxBatches > 0 && len(groups) > maxBatches {
+		groups = groups[:maxBatches]
+	}
+	total, count := 0.0, 0
+	for _, g := range groups {
+		b := data.MakeBatch(split.Examples, g, padID)
+		s := mlx.NewScope()
+		ids, targets, weights := batchArrays(b)
+		logits := mlx.AsType(m.Forward(ids, nil), mlx.Float32)
+		lse := mlx.LogSumExp(logits, false, -1)
+		picked := mlx.Squeeze(mlx.TakeAlongAxis(logits, mlx.ExpandDims(targets, -1), -1), -1)
+		sum, err := mlx.Sum(mlx.Multiply(mlx.Subtract(lse, picked), weights), false).Item()
+		s.Close()
+		if err != nil {
+			return 0, 0, err
+		}
+		total += sum
+		count += b.Counted
+	}
+	if count == 0 {
+		return 0, 0, errors.New("evaluation has no loss tokens")
+	}
+	return total / float64(count), count, nil
+}
+
+func sortedGroups(examples []data.Example, batchSize int) [][]int {
+	idx := make([]int, len(examples))
+	for i := range idx {
+		idx[i] = i
+	}
+	sort.SliceStable(idx, func(a, b int) bool { return len(examples[idx[a]].Tokens) < len(examples[idx[b]].Tokens) })
+	var groups [][]int
+	for s := 0; s < len(idx); s += batchSize {
+		groups = append(groups, idx[s:min(s+batchSize, len(idx))])
+	}
+	return groups
+}
+
+func (t *Trainer) evaluate() (float64, error) {
+	loss, n, err := t.Evaluate(t.Valid, t.Cfg.Eval.MaxBatches)
+	if err != nil {
+		return 0, fmt.Errorf("evaluate at step %d: %w", t.state.Step, err)
+	}
+	t.lastValLoss = loss
+	t.metrics.write(map[string]any{"type": "eval", "step": t.state.Step, "val_loss": loss,
+		"val_ppl": math.Exp(loss), "val_tokens": n, "time": time.Now().UTC().Format(time.RFC3339)})
+	t.Log.Info("eval", "step", t.state.Step, "val_loss", round4(loss), "val_ppl", round4(math.Exp(loss)), "tokens", n)
+	return loss, nil
+}
+
+func round4(x float64) float64 { return math.Round(x*1e4) / 1e4 }
+
+// Run trains until the last step, ctx is cancelled (then it saves a
+// checkpoint and returns ErrInterrupted), or the loss stops being finite
+// (then the last good checkpoint is kept and an error returned).
+func (t *Trainer) Run(ctx context.Context) (*Summary, error) {
+	if err := os.MkdirAll(t.out, 0o755); err != nil {
+		return nil, err
+	}
+	var err error
+	if t.metrics, err = openMetrics(filepath.Join(t.out, "metrics.jsonl"), t.state.Step); err != nil {
+		return nil, err
+	}
+	defer t.metrics.close()
+	if err := t.writeRecords(); err != nil {
+		return nil, err
+	}
+	cfg := t.Cfg
+	data.LogSplit(t.Log, t.Train, cfg.Training.BatchSize)
+	t.Log.Info("training", "trainable_params", t.Adapters.NumParams(), "adapted_layers", len(t.Adapters.Names),
+		"steps", t.totalSteps, "start_step", t.state.Step, "batches_per_epoch", t.perEpoch,
+		"grad_accumulation", cfg.Training.GradAccumulation)
+	mlx.ResetPeakMemory()
+	if t.state.Step == 0 && math.IsNaN(t.state.InitialVal) && cfg.Eval.Every > 0 {
+		v, err := t.evaluate()
+		if err != nil {
+			return nil, err
+		}
+		t.state.InitialVal = v
+	}
+	bar := progress.New(os.Stderr, "train", t.totalSteps)
+	bar.Add(t.state.Step)
+	defer bar.Finish()
+	t.runStart, t.winStart = time.Now(), time.Now()
+	secondsBefore := t.state.Seconds
+	for t.state.Step < t.totalSteps {
+		if ctx.Err() != nil {
+			t.state.Seconds = secondsBefore + time.Since(t.runStart).Seconds()
+			if err := t.saveCheckpoint(); err != nil {
+				return nil, fmt.Errorf("save checkpoint on interrupt: %w", err)
+			}
+			t.Log.Info("interrupted; checkpoint saved", "step", t.state.Step, "dir", t.out)
+			return nil, ErrInterrupted
+		}
+		lr := LearningRate(cfg.Schedule, cfg.Optimizer.LR, t.state.Step, t.totalSteps)
+		res, err := t.trainStep(lr)
+		if err != nil {
+			return nil, fmt.Errorf("step %d: %w (the last good checkpoint is in %s)", t.state.Step+1, err, filepath.Join(t.out, "checkpoints"))
+		}
+		t.state.TrainedTokens += int64(res.counted)
+		t.state.InputTokens += int64(res.tokens)
+		t.winSum += res.lossSum
+		t.winCount += res.counted
+		t.winTokens += res.tokens
+		t.winSteps++
+		bar.Add(1)
+		step := t.state.Step
+		if step%cfg.Training.ReportEvery == 0 || step == t.totalSteps {
+			t.report(lr, res.gradNorm)
+		}
+		if cfg.Eval.Every > 0 && (step%cfg.Eval.Every == 0 || step == t.totalSteps) {
+			v, err := t.evaluate()
+			if err != nil {
+				return nil, err
+			}
+			if v < t.state.BestValLoss {
+				t.state.BestValLoss, t.state.BestStep = v, step
+				if err := t.Adapters.Save(filepath.Join(t.out, "best")); err != nil {
+					return nil, err
+				}
+			}
+		}
+		t.state.Seconds = secondsBefore + time.Since(t.runStart).Seconds()
+		if (cfg.Training.SaveEvery > 0 && step%cfg.Training.SaveEvery == 0) || step == t.totalSteps {
+			if err := t.saveCheckpoint(); err != nil {
+				return nil, err
+			}
+		}
+	}
+	if err := t.Adapters.Save(t.out); err != nil {
+		return nil, err
+	}
+	sum := t.summary()
+	if err := writeJSON(filepath.Join(t.out, "summary.json"), sum); err != nil {
+		return nil, err
+	}
+	return sum, nil
+}
+
+func (t *Trainer) report(lr, gradNorm float64) {
+	el := time.Since(t.winStart).Seconds()
+	loss := t.winSum / t.winCount
+	t.lastTrainLoss = loss
+	peak := mlx.PeakMemory()
+	t.peakMem = max(t.peakMem, peak)
+	gb := func(b int64) float64 { return math.Round(float64(b)/1e7) / 100 }
+	rec := map[string]any{"type": "train", "step": t.state.Step,
+		"epoch":          float64(t.state.Cursor) / float64(t.perEpoch),
+		"loss":           loss, "lr": lr, "grad_norm": gradNorm,
+		"it_per_sec":     float64(t.winSteps) / el,
+		"tokens_per_sec": float64(t.winTokens) / el,
+		"trained_tokens": t.state.TrainedTokens,
+		"peak_memory_gb": float64(peak) / 1e9, "active_memory_gb": float64(mlx.ActiveMemory()) / 1e9,
+		"time": time.Now().UTC().Format(time.RFC3339)}
+	t.metrics.write(rec)
+	t.Log.Info("train", "step", t.state.Step, "loss", round4(loss), "lr", lr, "it_per_sec", round4(float64(t.winSteps)/el),
+		"tokens_per_sec", math.Round(float64(t.winTokens)/el), "trained_tokens", t.state.TrainedTokens, "peak_mem_gb", gb(peak))
+	t.winSum, t.winCount, t.winTokens, t.winSteps, t.winStart = 0, 0, 0, 0, time.Now()
+}
+
+// Summary is summary.json.
+type Summary struct {
+	FinalTrainLoss float64 `json:"final_train_loss"`
+	FinalValLoss   float64 `json:"final_val_loss"`
+	InitialValLoss float64 `json:"initial_val_loss"`
+	BestValLoss    float64 `json:"best_val_loss"`
+	BestStep       int     `json:"best_step"`
+	Steps          int     `json:"steps"`
+	TrainedTokens  int64   `json:"trained_tokens"`
+	InputTokens    int64   `json:"input_tokens"`
+	Seconds        float64 `json:"seconds"`
+	TokensPerSec   float64 `json:"tokens_per_sec"`
+	PeakMemoryGB   float64 `json:"peak_memory_gb"`
+	TrainableParam int     `json:"trainable_params"`
+}
+
+func (t *Trainer) summary() *Summary {
+	s := &Summary{FinalTrainLoss: t.lastTrainLoss, FinalValLoss: t.lastValLoss, InitialValLoss: t.state.InitialVal,
+		BestValLoss: t.state.BestValLoss, BestStep: t.state.BestStep, Steps: t.state.Step,
+		TrainedTokens: t.state.TrainedTokens, InputTokens: t.state.InputTokens, Seconds: t.state.Seconds,
+		PeakMemoryGB: float64(max(t.peakMem, mlx.PeakMemory())) / 1e9, TrainableParam: t.Adapters.NumParams()}
+	if s.Seconds > 0 {
+		s.TokensPerSec = float64(s.InputTokens) / s.Seconds
+	}
+	for _, p := range []*float64{&s.FinalValLoss, &s.InitialValLoss, &s.BestValLoss} {
+		if math.IsInf(*p, 0) || math.IsNaN(*p) {
+			*p = 0
+		}
+	}
+	return s
+}
