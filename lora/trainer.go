@@ -44,22 +44,22 @@ type Trainer struct {
 	state TrainState
 
 	// Progress within the report window.
-	winSum, winCount          float64
-	winTokens, winSteps       int
-	winStart                  time.Time
-	runStart                  time.Time
+	winSum, winCount           float64
+	winTokens, winSteps        int
+	winStart                   time.Time
+	runStart                   time.Time
 	lastTrainLoss, lastValLoss float64
-	metrics                   *metricsWriter
-	peakMem                   int64
+	metrics                    *metricsWriter
+	peakMem                    int64
 }
 
 // TrainState is what a checkpoint records besides adapters and moments.
 type TrainState struct {
-	Step          int     `json:"step"`           // optimizer updates done
-	Cursor        int     `json:"cursor"`         // micro-batches consumed
-	Seed          uint64  `json:"seed"`           // the run's seed; with Cursor it fixes all randomness
-	BestValLoss   float64 `json:"best_val_loss"`  // +Inf before any eval
-	BestStep      int     `json:"best_step"`      //
+	Step          int     `json:"step"`          // optimizer updates done
+	Cursor        int     `json:"cursor"`        // micro-batches consumed
+	Seed          uint64  `json:"seed"`          // the run's seed; with Cursor it fixes all randomness
+	BestValLoss   float64 `json:"best_val_loss"` // +Inf before any eval
+	BestStep      int     `json:"best_step"`     //
 	InitialVal    float64 `json:"initial_val_loss"`
 	TrainedTokens int64   `json:"trained_tokens"` // loss-counted tokens so far
 	InputTokens   int64   `json:"input_tokens"`   // non-padding tokens so far
@@ -400,8 +400,8 @@ func (t *Trainer) report(lr, gradNorm float64) {
 	t.peakMem = max(t.peakMem, peak)
 	gb := func(b int64) float64 { return math.Round(float64(b)/1e7) / 100 }
 	rec := map[string]any{"type": "train", "step": t.state.Step,
-		"epoch":          float64(t.state.Cursor) / float64(t.perEpoch),
-		"loss":           loss, "lr": lr, "grad_norm": gradNorm,
+		"epoch": float64(t.state.Cursor) / float64(t.perEpoch),
+		"loss":  loss, "lr": lr, "grad_norm": gradNorm,
 		"it_per_sec":     float64(t.winSteps) / el,
 		"tokens_per_sec": float64(t.winTokens) / el,
 		"trained_tokens": t.state.TrainedTokens,
