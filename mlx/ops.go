@@ -531,6 +531,12 @@ func sliceArgs(name string, a *Array, start, stop, strides []int) ([]int, error)
 	if len(strides) != nd {
 		return nil, fmt.Errorf("mlx.%s: strides %v must have one entry per axis", name, strides)
 	}
+	for _, st := range strides {
+		if st == 0 {
+			// MLX divides by it unchecked (SIGFPE).
+			return nil, fmt.Errorf("mlx.%s: zero stride in %v", name, strides)
+		}
+	}
 	return strides, nil
 }
 

@@ -19,6 +19,10 @@ func Quantize(w *Array, groupSize, bits int) (Quantized, error) {
 	if err := inputsErr("Quantize", w); err != nil {
 		return Quantized{}, err
 	}
+	if groupSize <= 0 {
+		// MLX divides by it unchecked (SIGFPE).
+		return Quantized{}, fmt.Errorf("mlx.Quantize: group size %d must be positive", groupSize)
+	}
 	var v C.fgt_vec
 	parts, err := vecResult("Quantize", C.fgt_quantize(w.c, C.int(groupSize), C.int(bits), &v), v)
 	if err != nil {

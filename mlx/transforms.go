@@ -161,6 +161,8 @@ type Closure struct {
 	compiled C.fgt_compiled
 }
 
+var errClosureFreed = errors.New("mlx.Closure: use of a freed or nil closure")
+
 // NewClosure registers f.
 func NewClosure(f Func) *Closure { return &Closure{h: cgo.NewHandle(f)} }
 
@@ -168,6 +170,9 @@ func NewClosure(f Func) *Closure { return &Closure{h: cgo.NewHandle(f)} }
 // for the backward pass: the backward recomputes them. This trades compute
 // for memory (gradient checkpointing).
 func (c *Closure) Checkpoint(inputs ...*Array) ([]*Array, error) {
+	if c == nil || c.h == 0 {
+		return nil, errClosureFreed
+	}
 	if err := inputsErr("Checkpoint", inputs...); err != nil {
 		return nil, err
 	}
@@ -183,6 +188,9 @@ func (c *Closure) Checkpoint(inputs ...*Array) ([]*Array, error) {
 // Compile compiles the closure (tracing it on first call per input shape,
 // or once for all shapes when shapeless); later calls run the fused graph.
 func (c *Closure) Compile(shapeless bool) error {
+	if c == nil || c.h == 0 {
+		return errClosureFreed
+	}
 	if c.compiled != nil {
 		return nil
 	}
@@ -194,6 +202,9 @@ func (c *Closure) Compile(shapeless bool) error {
 
 // Call runs the closure: compiled if Compile was called, else directly.
 func (c *Closure) Call(inputs ...*Array) ([]*Array, error) {
+	if c == nil || c.h == 0 {
+		return nil, errClosureFreed
+	}
 	if c.compiled == nil {
 		return c.h.Value().(Func)(inputs)
 	}
