@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"sort"
 	"strings"
 )
@@ -38,19 +39,28 @@ func Open(path string, opts LoadOptions, tokOpts ...TokenizerOption) (*Bundle, e
 	if !st.IsDir() && !isGGUF {
 		return nil, fmt.Errorf("open model %s: not a model directory or a .gguf file", path)
 	}
-	// The tokenizer first: it is cheap, and its errors should not wait for
-	// gigabytes of weights to load.
+	// The config (an unsupported architecture is the first thing to report)
+	// and the tokenizer before the weights: both are cheap, and their errors
+	// should not wait for gigabytes of weights to load.
 	var tok *Tokenizer
 	if isGGUF {
 		info, err := ReadGGUFInfo(path)
 		if err != nil {
 			return nil, fmt.Errorf("open model: %w", err)
 		}
+		if _, err := ConfigFromGGUF(info); err != nil {
+			return nil, fmt.Errorf("open model %s: %w", path, err)
+		}
 		if tok, err = TokenizerFromGGUF(info, tokOpts...); err != nil {
 			return nil, fmt.Errorf("open model: %w", err)
 		}
-	} else if tok, err = LoadTokenizer(path, tokOpts...); err != nil {
-		return nil, fmt.Errorf("open model: %w", err)
+	} else {
+		if _, err := LoadConfig(filepath.Join(path, "config.json")); err != nil {
+			return nil, fmt.Errorf("open model %s: %w", path, err)
+		}
+		if tok, err = LoadTokenizer(path, tokOpts...); err != nil {
+			return nil, fmt.Errorf("open model: %w", err)
+		}
 	}
 	m, err := LoadModel(path, opts)
 	if err != nil {

@@ -270,6 +270,9 @@ func build(cfg *Config, tensors map[string]*mlx.Array, opts LoadOptions) (m *Mod
 	}
 	b := &builder{cfg: cfg, tensors: tensors, dtype: dt, used: map[string]bool{}}
 	m = &Model{Config: cfg, Dtype: dt}
+	// The error returns below set m to nil before this cleanup runs, so it
+	// frees the partial model through its own reference.
+	partial := m
 	defer func() {
 		if err != nil {
 			// Free whatever was not converted into the model, then the model.
@@ -278,7 +281,7 @@ func build(cfg *Config, tensors map[string]*mlx.Array, opts LoadOptions) (m *Mod
 					a.Free()
 				}
 			}
-			m.Free()
+			partial.Free()
 			m = nil
 		}
 	}()
