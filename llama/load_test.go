@@ -295,15 +295,19 @@ func writeQuantizedModel(t *testing.T, src string, groupSize, bits int) (qdir, d
 func modelLogits(t *testing.T, dir string, ids []int32, dequantize string) (logits []float32, quantized bool) {
 	t.Helper()
 	doMLX(t, func() error {
+		before := mlx.LiveArrays()
 		m, err := LoadModel(dir, LoadOptions{Dtype: "f32", Dequantize: dequantize})
 		if err != nil {
 			return err
 		}
-		defer m.Free()
 		quantized = m.EmbedQ != nil && BaseLinear(m.Layers[0].MLP.Down).Q != nil
 		s := mlx.NewScope()
-		defer s.Close()
 		logits, err = m.Forward(mlx.FromInt32s(ids, 1, len(ids)), nil).Float32s()
+		s.Close()
+		m.Free()
+		if after := mlx.LiveArrays(); after != before && err == nil {
+			return fmt.Errorf("load (dequantize %q) and free leaked %d arrays", dequantize, after-before)
+		}
 		return err
 	})
 	return logits, quantized

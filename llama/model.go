@@ -71,7 +71,11 @@ func (l *Linear) dequantizeInPlace(dt mlx.Dtype) {
 }
 
 func denseOf(q *mlx.Quantized, dt mlx.Dtype) *mlx.Array {
-	w := mlx.AsType(mlx.Dequantize(*q), dt)
+	// A scope frees the intermediate Dequantize handle (otherwise leaked,
+	// and holding a second copy of the weight once evaluated).
+	s := mlx.NewScope()
+	defer s.Close()
+	w := s.Keep(mlx.AsType(mlx.Dequantize(*q), dt))
 	mlx.Detach(w)
 	return w
 }
