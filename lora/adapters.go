@@ -174,6 +174,14 @@ func (a *Adapters) SetTraining(on bool, seed uint64) {
 	}
 }
 
+// SetEnabled switches the adapters on or off without removing them, so
+// one loaded model can answer as the base and as the adapted model.
+func (a *Adapters) SetEnabled(on bool) {
+	for _, l := range a.Layers {
+		l.disabled = !on
+	}
+}
+
 // Remove restores the base layers and frees the adapter parameters.
 func (a *Adapters) Remove() {
 	for _, n := range a.Names {

@@ -21,6 +21,7 @@ type Layer struct {
 	Dropout float64
 
 	id       uint64 // distinguishes the dropout masks of different layers
+	disabled bool   // run the base layer alone (for base-vs-adapter comparisons)
 	training bool
 	keySeed  uint64 // set per micro-batch while training
 }
@@ -39,6 +40,9 @@ func newLayer(base *llama.Linear, rank int, scale float32, dropout float64, id u
 // Forward applies the adapted layer.
 func (l *Layer) Forward(x *mlx.Array) *mlx.Array {
 	y := l.Base.Forward(x)
+	if l.disabled {
+		return y
+	}
 	h := x
 	if l.training && l.Dropout > 0 {
 		key := mlx.RandomKey(l.keySeed*1_000_003 + l.id)

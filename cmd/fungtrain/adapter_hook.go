@@ -1,18 +1,23 @@
 package main
 
 import (
-	"errors"
+	"fmt"
+	"log/slog"
 
 	"github.com/fungtrain/fungtrain/llama"
+	"github.com/fungtrain/fungtrain/lora"
 )
 
-// applyAdapter loads the LoRA adapter saved in dir onto m, for generate's
-// --adapter flag. It runs on the MLX thread, after the model is loaded and
-// before the prompt is processed.
-//
-// Placeholder until LoRA is wired into the CLI; this file is replaced then.
+// applyAdapter loads the LoRA adapter saved in dir (by fungtrain or
+// mlx-lm) onto m, for generate's --adapter flag. It runs on the MLX
+// thread, after the model is loaded and before the prompt is processed.
+// The adapter stays installed for the life of the model.
 func applyAdapter(m *llama.Model, dir string) error {
-	_ = m
-	_ = dir
-	return errors.New("--adapter: LoRA adapters are not wired yet")
+	a, err := lora.Load(m, dir)
+	if err != nil {
+		return fmt.Errorf("--adapter: %w", err)
+	}
+	slog.Debug("adapter loaded", "dir", dir, "layers", len(a.Names), "params", a.NumParams(),
+		"scale", a.Settings.EffectiveScale())
+	return nil
 }

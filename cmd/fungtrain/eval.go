@@ -1,0 +1,243 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"math"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/fungtrain/fungtrain/data"
+	"github.com/fungtrain/fungtrain/eval"
+	"github.com/fungtrain/fungtrain/llama"
+	"github.com/fungtrain/fungtrain/lora"
+	"github.com/fungtrain/fungtrain/mlx"
+)
+
+func init() { subcommands = append(subcommands, newEvalCmd) }
+
+type evalFlags struct {
+	model, adapter, dataDir, split, out, dtype, chatFormat string
+	n, maxTokens                                           int
+	temp                                                   float64
+	seed                                                   uint64
+	judge                                                  bool
+	judgeURL, judgeModel, judgeKeyEnv                      string
+}
+
+func newEvalCmd() *cobra.Command {
+	var f evalFlags
+	cmd := &cobra.Command{
+		Use:   "eval --model M [--adapter A] --data DIR [--split test] [--n N] [--judge]",
+		Short: "Score a model, and an adapter beside it, on held-out data",
+		Long: `Compute loss and perplexity over a split, then generate answers to N
+held-out questions with the base model and with the adapter (paired per
+question, greedy unless --temp is set) and score each for length, formatting,
+EOS, refusals, meta-references and ROUGE-L against the reference. --judge adds
+an LLM-judge score through an OpenAI-compatible endpoint. Writes eval.json and
+eval.md.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error { return runEval(cmd, f) },
+	}
+	fl := cmd.Flags()
+	fl.StringVar(&f.model, "model", "", "model directory or .gguf file (required)")
+	fl.StringVar(&f.adapter, "adapter", "", "adapter directory (fungtrain or mlx-lm format)")
+	fl.StringVar(&f.dataDir, "data", "", "data directory with SPLIT.jsonl (required)")
+	fl.StringVar(&f.split, "split", "test", "split to evaluate")
+	fl.IntVar(&f.n, "n", 5, "held-out questions to generate answers for (0: none)")
+	fl.IntVar(&f.maxTokens, "max-tokens", 384, "max tokens per answer")
+	fl.Float64Var(&f.temp, "temp", 0, "sampling temperature (0: greedy)")
+	fl.Uint64Var(&f.seed, "seed", 42, "sampling seed")
+	fl.StringVar(&f.out, "out", "", "output directory (default: the adapter directory, or the current one)")
+	fl.StringVar(&f.dtype, "dtype", "auto", "activation dtype: auto, bf16, f16 or f32")
+	fl.StringVar(&f.chatFormat, "chat-format", "", "override chat template detection: llama3 or chatml")
+	fl.BoolVar(&f.judge, "judge", false, "add an LLM-judge score")
+	fl.StringVar(&f.judgeURL, "judge-url", "http://127.0.0.1:8080/v1", "judge endpoint (OpenAI-compatible)")
+	fl.StringVar(&f.judgeModel, "judge-model", "gpt-4o-mini", "judge model")
+	fl.StringVar(&f.judgeKeyEnv, "judge-key-env", "OPENAI_API_KEY", "environment variable holding the judge API key")
+	return cmd
+}
+
+// readQuestions reads the first n chat examples of a split as questions.
+func readQuestions(path string, n int) ([]eval.Question, error) {
+	fh, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer fh.Close()
+	var qs []eval.Question
+	sc := bufio.NewScanner(fh)
+	sc.Buffer(make([]byte, 1<<20), 1<<26)
+	for line := 1; sc.Scan() && len(qs) < n; line++ {
+		if strings.TrimSpace(sc.Text()) == "" {
+			continue
+		}
+		var rec struct {
+			Messages   []eval.Message `json:"messages"`
+			Prompt     *string        `json:"prompt"`
+			Completion *string        `json:"completion"`
+		}
+		if err := json.Unmarshal(sc.Bytes(), &rec); err != nil {
+			return nil, fmt.Errorf("%s line %d: malformed JSON: %w", path, line, err)
+		}
+		msgs := rec.Messages
+		if len(msgs) == 0 && rec.Prompt != nil && rec.Completion != nil {
+			msgs = []eval.Message{{Role: "user", Content: *rec.Prompt}, {Role: "assistant", Content: *rec.Completion}}
+		}
+		if len(msgs) == 0 {
+			continue // text examples have no question to ask
+		}
+		q, err := eval.QuestionFromChat(fmt.Sprintf("%s:%d", filepath.Base(path), line), msgs)
+		if err != nil {
+			return nil, fmt.Errorf("%s line %d: %w", path, line, err)
+		}
+		qs = append(qs, q)
+	}
+	return qs, sc.Err()
+}
+
+// modelGenerator answers with a loaded model; before each answer it turns
+// the adapter on or off, so one model serves both sides.
+type modelGenerator struct {
+	b       *llama.Bundle
+	ad      *lora.Adapters
+	enabled bool
+	opts    llama.GenerateOptions
+}
+
+func (g *modelGenerator) Generate(ctx context.Context, messages []eval.Message) (eval.Generation, error) {
+	if err := ctx.Err(); err != nil {
+		return eval.Generation{}, err
+	}
+	if g.ad != nil {
+		g.ad.SetEnabled(g.enabled)
+	}
+	msgs := make([]llama.Message, len(messages))
+	for i, m := range messages {
+		msgs[i] = llama.Message{Role: m.Role, Content: m.Content}
+	}
+	ids, _, err := g.b.Tokenizer.EncodeChat(msgs, true)
+	if err != nil {
+		return eval.Generation{}, err
+	}
+	var out []int32
+	t0 := time.Now()
+	st, err := g.b.Model.Generate(ids, g.opts, func(id int32) bool { out = append(out, id); return ctx.Err() == nil })
+	if err != nil {
+		return eval.Generation{}, err
+	}
+	return eval.Generation{Text: g.b.Tokenizer.Decode(out), Tokens: len(out), HitEOS: st.HitStop,
+		Seconds: time.Since(t0).Seconds()}, nil
+}
+
+func runEval(cmd *cobra.Command, f evalFlags) error {
+	if f.model == "" || f.dataDir == "" {
+		return fmt.Errorf("eval: --model and --data are required")
+	}
+	splitPath := filepath.Join(f.dataDir, f.split+".jsonl")
+	questions, err := readQuestions(splitPath, f.n)
+	if err != nil {
+		return fmt.Errorf("eval: %w", err)
+	}
+	out := f.out
+	if out == "" {
+		out = f.adapter
+		if out == "" {
+			out = "."
+		}
+	}
+	var judge eval.Grader
+	judgeModel := ""
+	if f.judge {
+		j, err := eval.NewJudge(eval.JudgeConfig{BaseURL: f.judgeURL, Model: f.judgeModel, APIKeyEnv: f.judgeKeyEnv}, nil)
+		if err != nil {
+			return err
+		}
+		judge, judgeModel = j, f.judgeModel
+	}
+	var res *eval.Result
+	err = mlx.Do(func() error {
+		var tokOpts []llama.TokenizerOption
+		if f.chatFormat != "" {
+			cf, err := llama.ParseChatFormat(f.chatFormat)
+			if err != nil {
+				return err
+			}
+			tokOpts = append(tokOpts, llama.WithChatFormat(cf))
+		}
+		b, err := llama.Open(f.model, llama.LoadOptions{Dtype: f.dtype}, tokOpts...)
+		if err != nil {
+			return err
+		}
+		defer b.Close()
+		var ad *lora.Adapters
+		if f.adapter != "" {
+			if ad, err = lora.Load(b.Model, f.adapter); err != nil {
+				return err
+			}
+		}
+		split, err := data.LoadSplit(data.TrainData{Dir: f.dataDir, MaskPrompt: true, MaxSeqLength: 4096}, f.split, b.Tokenizer)
+		if err != nil {
+			return err
+		}
+		lossOf := func(enabled bool) (*eval.LossStats, error) {
+			if ad != nil {
+				ad.SetEnabled(enabled)
+			}
+			l, n, err := lora.EvaluateLoss(b.Model, split, 1, 0, padID(b))
+			if err != nil {
+				return nil, err
+			}
+			return &eval.LossStats{Loss: l, Perplexity: math.Exp(l), Tokens: n}, nil
+		}
+		gen := llama.GenerateOptions{MaxTokens: f.maxTokens, StopIDs: b.StopIDs,
+			Sample: llama.SampleOptions{Temp: f.temp, Seed: f.seed}}
+		base := &modelGenerator{b: b, ad: ad, enabled: false, opts: gen}
+		var adapter eval.Generator
+		if ad != nil {
+			adapter = &modelGenerator{b: b, ad: ad, enabled: true, opts: gen}
+		}
+		res, err = eval.RunPaired(cmd.Context(), questions, base, adapter, eval.Options{
+			Model: f.model, Adapter: f.adapter, Split: f.split, Judge: judge, JudgeModel: judgeModel,
+			Generation: map[string]any{"max_tokens": f.maxTokens, "temp": f.temp, "seed": f.seed}, Logger: slog.Default()})
+		if err != nil {
+			return err
+		}
+		if res.Loss.Base, err = lossOf(false); err != nil {
+			return err
+		}
+		if ad != nil {
+			if res.Loss.Adapter, err = lossOf(true); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(out, 0o755); err != nil {
+		return err
+	}
+	jsonPath, mdPath := filepath.Join(out, "eval.json"), filepath.Join(out, "eval.md")
+	if err := res.WriteJSON(jsonPath); err != nil {
+		return err
+	}
+	if err := res.WriteMarkdown(mdPath); err != nil {
+		return err
+	}
+	w := cmd.OutOrStdout()
+	fmt.Fprintf(w, "%s loss: base %.4f (ppl %.2f)", f.split, res.Loss.Base.Loss, res.Loss.Base.Perplexity)
+	if res.Loss.Adapter != nil {
+		fmt.Fprintf(w, ", adapter %.4f (ppl %.2f)", res.Loss.Adapter.Loss, res.Loss.Adapter.Perplexity)
+	}
+	fmt.Fprintf(w, "\nwrote %s and %s\n", jsonPath, mdPath)
+	return nil
+}
