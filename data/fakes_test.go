@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"hash/fnv"
 	"io"
 	"log/slog"
 	"maps"
@@ -602,4 +603,11 @@ func assertNoSecrets(t *testing.T, logs string, dirs ...string) {
 	if files == 0 {
 		t.Errorf("no output files checked for secrets in %v", dirs)
 	}
+}
+
+// pick maps s to 0..n-1 deterministically, to spread faults over subjects.
+func pick(s string, n int) int {
+	h := fnv.New32a()
+	h.Write([]byte(s))
+	return int(h.Sum32() % uint32(n))
 }

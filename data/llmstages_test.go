@@ -6,8 +6,10 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync/atomic"
+	"time"
 	"testing"
 )
 
@@ -81,8 +83,8 @@ func TestQuestionsAndAnswersUnderFaults(t *testing.T) {
 		case kind == "answers" && subject == rejectedQ:
 			return fault400EchoKey
 		case n == 1:
-			return cycle[len(subject)%len(cycle)]
-		case n == 2 && len(subject)%3 == 0:
+			return cycle[pick(subject, len(cycle))]
+		case n == 2 && pick(subject, 3) == 0:
 			return faultMalformed
 		}
 		return faultNone
@@ -108,6 +110,9 @@ func TestQuestionsAndAnswersUnderFaults(t *testing.T) {
 	}
 	if got := st.attempts["answers|"+badQ]; got != 3 {
 		t.Errorf("always-unusable question requested %d times, want 3 (1 + max_invalid_retries)", got)
+	}
+	if !slices.Contains(sl.all(), time.Second) {
+		t.Errorf("Retry-After: 1 from the LLM server was not honoured; sleeps %v", sl.all())
 	}
 	if got := st.attempts["answers|"+rejectedQ]; got != 1 {
 		t.Errorf("rejected question requested %d times, want 1", got)
@@ -204,7 +209,7 @@ func TestStreamingPathMatchesNonStreaming(t *testing.T) {
 		case n == 1 && kind == "answers":
 			return faultStreamCut
 		case n == 1:
-			return []fault{faultTruncated, fault429, faultMalformed}[len(subject)%3]
+			return []fault{faultTruncated, fault429, faultMalformed}[pick(subject, 3)]
 		}
 		return faultNone
 	}

@@ -58,14 +58,14 @@ func TestPipelineEndToEnd(t *testing.T) {
 	inputs = append(inputs, "privateVid1")
 	api.faultFor = func(id string, n int) fault {
 		if n == 1 {
-			return []fault{fault429, fault500, faultNone, faultTruncated}[len(id)%4]
+			return []fault{fault429, fault500, faultNone, faultTruncated}[pick(id, 4)]
 		}
 		return faultNone
 	}
 	llm := newFakeLLM(t)
 	llm.faultFor = func(kind, subject string, n int) fault {
 		if n == 1 {
-			return []fault{fault429, fault500, faultMalformed, faultTruncated, faultBadContent, faultNone, faultNone}[len(subject)%7]
+			return []fault{fault429, fault500, faultMalformed, faultTruncated, faultBadContent, faultNone, faultNone}[pick(subject, 7)]
 		}
 		return faultNone
 	}
