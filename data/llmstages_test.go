@@ -9,8 +9,8 @@ import (
 	"slices"
 	"strings"
 	"sync/atomic"
-	"time"
 	"testing"
+	"time"
 )
 
 // writeTranscriptFixture writes transcripts.jsonl with videos v01..vNN, each
