@@ -377,9 +377,6 @@ func (c PipelineConfig) OutDir() string {
 	return filepath.Join(c.WorkDir, "dataset")
 }
 
-// ReservedDataKeys are the keys directly under data: that training owns.
-var ReservedDataKeys = []string{"dir", "train", "valid", "test", "mask_prompt", "max_seq_length", "system_prompt"}
-
 // DecodePipelineYAML reads the pipeline sub-sections of the data: section of
 // a YAML run file, over the defaults. Keys inside the pipeline sub-sections
 // are checked strictly: an unknown key is an error naming the key, the file
