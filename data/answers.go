@@ -105,6 +105,7 @@ func GenerateAnswers(ctx context.Context, cfg PipelineConfig, env Env, opt Stage
 		red = llm.red
 	}
 	bar := env.bar("answers", len(todo))
+	brk := newBreaker(concurrencyOf(ac.Concurrency, cfg.LLM), cfg.LLM.APIKeyEnv)
 	runErr := runPool(ctx, concurrencyOf(ac.Concurrency, cfg.LLM), len(todo), func(ctx context.Context, k int) error {
 		defer bar.Add(1)
 		q := questions[todo[k]]
@@ -119,6 +120,9 @@ func GenerateAnswers(ctx context.Context, cfg PipelineConfig, env Env, opt Stage
 			if ctx.Err() != nil {
 				return ctx.Err()
 			}
+			if ferr := brk.record(err, red); ferr != nil {
+				return ferr
+			}
 			f := failureOf(q.ID, err, red)
 			log.Warn("no answer for this question", "id", q.ID, "class", f.Class, "reason", f.Reason)
 			mu.Lock()
@@ -126,6 +130,7 @@ func GenerateAnswers(ctx context.Context, cfg PipelineConfig, env Env, opt Stage
 			mu.Unlock()
 			return nil
 		}
+		brk.record(nil, red)
 		e := answersLogEntry{ID: q.ID, Question: q.Question, Answer: text, Truncated: truncated}
 		if err := j.append(e); err != nil {
 			return err

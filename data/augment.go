@@ -145,6 +145,7 @@ func Augment(ctx context.Context, cfg PipelineConfig, env Env, opt StageOptions)
 		red = llm.red
 	}
 	bar := env.bar("augment", len(todo))
+	brk := newBreaker(concurrencyOf(ac.Concurrency, cfg.LLM), cfg.LLM.APIKeyEnv)
 	runErr := runPool(ctx, concurrencyOf(ac.Concurrency, cfg.LLM), len(todo), func(ctx context.Context, k int) error {
 		defer bar.Add(1)
 		t := todo[k]
@@ -184,6 +185,9 @@ func Augment(ctx context.Context, cfg PipelineConfig, env Env, opt StageOptions)
 			if ctx.Err() != nil {
 				return ctx.Err()
 			}
+			if ferr := brk.record(err, red); ferr != nil {
+				return ferr
+			}
 			f := failureOf(t.pair.ID+"/"+t.kind, err, red)
 			log.Warn("no variant", "id", t.pair.ID, "kind", t.kind, "class", f.Class, "reason", f.Reason)
 			mu.Lock()
@@ -191,6 +195,7 @@ func Augment(ctx context.Context, cfg PipelineConfig, env Env, opt StageOptions)
 			mu.Unlock()
 			return nil
 		}
+		brk.record(nil, red)
 		e := augmentLogEntry{SourceID: t.pair.ID, Kind: t.kind, Hash: pairHash(t.pair), Items: items}
 		if t.kind == VariantParaphrase {
 			e.N = ac.Paraphrases

@@ -88,11 +88,13 @@ func scanLines(r io.Reader, path string, visit func(line []byte) error) (good, t
 
 // append writes v as one line and flushes it to the operating system.
 func (j *journal) append(v any) error {
-	b, err := json.Marshal(v)
-	if err != nil {
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(v); err != nil { // Encode ends the line
 		return fmt.Errorf("encode record for %s: %w", j.path, err)
 	}
-	b = append(b, '\n')
+	b := buf.Bytes()
 	j.mu.Lock()
 	defer j.mu.Unlock()
 	if _, err := j.f.Write(b); err != nil {

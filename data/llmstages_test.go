@@ -327,3 +327,38 @@ func TestLLMStagesKillAndRerunIsIdentical(t *testing.T) {
 		t.Errorf("journal has %d answers, want 30", len(seen))
 	}
 }
+
+func TestLLMStageStopsWhenItCannotSucceed(t *testing.T) {
+	var logs syncBuffer
+	var sl sleepLog
+	// A wrong key: the first 401 stops the stage.
+	llm := newFakeLLM(t)
+	cfg := testConfig(t, nil, llm)
+	cfg.LLM.Concurrency = 3
+	writeTranscriptFixture(t, cfg, 30, 1)
+	env := testEnv(&logs, &sl)
+	env.Getenv = func(string) string { return "sk-wrong-SECRET-key" }
+	_, err := GenerateQuestions(context.Background(), cfg, env, StageOptions{})
+	if err == nil || !strings.Contains(err.Error(), "rejected the request (HTTP 401; is the key in LLM_KEY right?)") {
+		t.Fatalf("error = %v, want a 401 naming LLM_KEY", err)
+	}
+	if n := llm.snap().requests; n > 3 {
+		t.Errorf("%d requests after a 401, want at most the 3 in flight", n)
+	}
+	if strings.Contains(err.Error()+logs.String(), "sk-wrong-SECRET-key") {
+		t.Error("the key leaked")
+	}
+	// An endpoint that is down: the stage stops after max(2*concurrency, 10)
+	// items in a row failed, not after trying all 30.
+	cfg2 := testConfig(t, nil, nil)
+	cfg2.LLM.BaseURL = "http://127.0.0.1:1/v1"
+	cfg2.LLM.Concurrency = 2
+	writeTranscriptFixture(t, cfg2, 30, 1)
+	rep, err := GenerateQuestions(context.Background(), cfg2, testEnv(&logs, &sl), StageOptions{})
+	if err == nil || !strings.Contains(err.Error(), "stopping: 10 requests in a row failed after their retries") {
+		t.Fatalf("error = %v, want the breaker after 10", err)
+	}
+	if len(rep.Failed) < 9 || len(rep.Failed) > 11 {
+		t.Errorf("%d items failed before the stop, want about 10", len(rep.Failed))
+	}
+}

@@ -100,6 +100,7 @@ func GenerateQuestions(ctx context.Context, cfg PipelineConfig, env Env, opt Sta
 		red = llm.red
 	}
 	bar := env.bar("questions", len(todo))
+	brk := newBreaker(concurrencyOf(qc.Concurrency, cfg.LLM), cfg.LLM.APIKeyEnv)
 	runErr := runPool(ctx, concurrencyOf(qc.Concurrency, cfg.LLM), len(todo), func(ctx context.Context, k int) error {
 		defer bar.Add(1)
 		t := transcripts[todo[k]]
@@ -118,6 +119,9 @@ func GenerateQuestions(ctx context.Context, cfg PipelineConfig, env Env, opt Sta
 			if ctx.Err() != nil {
 				return ctx.Err()
 			}
+			if ferr := brk.record(err, red); ferr != nil {
+				return ferr
+			}
 			f := failureOf(t.VideoID, err, red)
 			log.Warn("no questions for this video", "video_id", t.VideoID, "class", f.Class, "reason", f.Reason)
 			mu.Lock()
@@ -125,6 +129,7 @@ func GenerateQuestions(ctx context.Context, cfg PipelineConfig, env Env, opt Sta
 			mu.Unlock()
 			return nil
 		}
+		brk.record(nil, red)
 		e := questionsLogEntry{VideoID: t.VideoID, TranscriptHash: shortHash(t.Text), Questions: qs}
 		if err := j.append(e); err != nil {
 			return err

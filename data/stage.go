@@ -5,6 +5,8 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
+	"fmt"
+	"net/http"
 	"slices"
 	"strings"
 	"sync"
@@ -79,6 +81,44 @@ feed:
 		return firstErr
 	}
 	return ctx.Err()
+}
+
+// breaker stops an LLM stage that cannot succeed: at once when the server
+// rejects the API key (401 or 403), and after limit transient failures in a
+// row (an endpoint that is down), instead of spending every item's retries.
+type breaker struct {
+	mu          sync.Mutex
+	consecutive int
+	limit       int
+	keyEnv      string
+}
+
+func newBreaker(conc int, keyEnv string) *breaker {
+	return &breaker{limit: max(2*conc, 10), keyEnv: keyEnv}
+}
+
+// record notes the outcome of an item and returns an error when the stage
+// should stop.
+func (b *breaker) record(err error, red *redactor) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if err == nil {
+		b.consecutive = 0
+		return nil
+	}
+	if s := httpStatusOf(err); s == http.StatusUnauthorized || s == http.StatusForbidden {
+		return fmt.Errorf("the LLM server rejected the request (HTTP %d; is the key in %s right?): %w", s, b.keyEnv, red.err(err))
+	}
+	var le *llmError
+	if errors.As(err, &le) && le.class == failTransient {
+		b.consecutive++
+		if b.consecutive >= b.limit {
+			return fmt.Errorf("stopping: %d requests in a row failed after their retries; last error: %w", b.consecutive, red.err(err))
+		}
+	} else {
+		b.consecutive = 0
+	}
+	return nil
 }
 
 // failureOf describes an item error for a report.

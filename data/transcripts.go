@@ -293,7 +293,7 @@ func FetchTranscripts(ctx context.Context, cfg PipelineConfig, env Env, opt Tran
 		switch {
 		case done[r.ID]:
 			rep.AlreadyDone++
-		case prevFail[r.ID].Permanent && !opt.RetryFailed:
+		case prevFail[r.ID].Permanent && !opt.RetryFailed && r.Path == "": // local files are cheap to retry
 			rep.SkippedFailed++
 		default:
 			todo = append(todo, r)
