@@ -444,3 +444,21 @@ func (t *Trainer) summary() *Summary {
 	}
 	return s
 }
+
+// StepStats describe one optimizer update, for benchmarks.
+type StepStats struct {
+	Loss    float64 // mean loss over the counted tokens
+	Counted int     // loss-counted tokens
+	Tokens  int     // non-padding input tokens
+}
+
+// Step runs one optimizer update at the schedule's learning rate, as Run
+// does, without evaluation, reports or checkpoints.
+func (t *Trainer) Step() (StepStats, error) {
+	lr := LearningRate(t.Cfg.Schedule, t.Cfg.Optimizer.LR, t.state.Step, t.totalSteps)
+	res, err := t.trainStep(lr)
+	if err != nil {
+		return StepStats{}, err
+	}
+	return StepStats{Loss: res.lossSum / res.counted, Counted: int(res.counted), Tokens: res.tokens}, nil
+}

@@ -230,13 +230,17 @@ func slicePtr[T any](v []T) unsafe.Pointer {
 
 // FromFloat32s builds a float32 array of the given shape (a scalar when shape
 // is empty). The data is copied.
-func FromFloat32s(v []float32, shape ...int) *Array { return fromData(slicePtr(v), len(v), shape, Float32) }
+func FromFloat32s(v []float32, shape ...int) *Array {
+	return fromData(slicePtr(v), len(v), shape, Float32)
+}
 
 // FromInt32s builds an int32 array.
 func FromInt32s(v []int32, shape ...int) *Array { return fromData(slicePtr(v), len(v), shape, Int32) }
 
 // FromUint32s builds a uint32 array.
-func FromUint32s(v []uint32, shape ...int) *Array { return fromData(slicePtr(v), len(v), shape, Uint32) }
+func FromUint32s(v []uint32, shape ...int) *Array {
+	return fromData(slicePtr(v), len(v), shape, Uint32)
+}
 
 // FromBools builds a bool array.
 func FromBools(v []bool, shape ...int) *Array { return fromData(slicePtr(v), len(v), shape, Bool) }

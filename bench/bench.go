@@ -1,0 +1,208 @@
+// Package bench measures fungtrain's training and generation speed and
+// memory on random-init models of real shapes (or a given model), for
+// `fungtrain bench` and the side-by-side harness in this directory.
+package bench
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"syscall"
+	"time"
+
+	"github.com/fungtrain/fungtrain/data"
+	"github.com/fungtrain/fungtrain/llama"
+	"github.com/fungtrain/fungtrain/lora"
+	"github.com/fungtrain/fungtrain/mlx"
+)
+
+// Options choose what to measure.
+type Options struct {
+	Shape      string // tiny, llama-3.2-1b or llama-3.2-3b (when Model is empty)
+	Model      string // a model directory or .gguf file
+	Dtype      string // bf16, f16 or f32
+	Seq        int    // training sequence length / generation prompt length
+	Batch      int
+	Steps      int // measured steps (training) or generated tokens (generation)
+	Warmup     int // unmeasured steps first
+	LoRA       lora.Settings
+	GradCkpt   bool
+	Seed       uint64
+	PromptFrac float64 // training: share of each sequence that is prompt (not loss-counted)
+}
+
+// TrainResult is one training measurement.
+type TrainResult struct {
+	Shape               string  `json:"shape"`
+	Dtype               string  `json:"dtype"`
+	Backend             string  `json:"backend"`
+	Seq                 int     `json:"seq"`
+	Batch               int     `json:"batch"`
+	Steps               int     `json:"steps"`
+	Warmup              int     `json:"warmup"`
+	LoRAKeys            string  `json:"lora_keys"`
+	LoRALayers          int     `json:"lora_layers"`
+	Rank                int     `json:"rank"`
+	TrainableParams     int     `json:"trainable_params"`
+	GradCheckpoint      bool    `json:"grad_checkpoint"`
+	StepSeconds         float64 `json:"step_seconds"`
+	TokensPerSec        float64 `json:"tokens_per_sec"`
+	CountedTokensPerSec float64 `json:"counted_tokens_per_sec"`
+	PeakMemoryGiB       float64 `json:"peak_memory_gib"`
+	MaxRSSGiB           float64 `json:"max_rss_gib"`
+	FinalLoss           float64 `json:"final_loss"`
+}
+
+// GenResult is one generation measurement.
+type GenResult struct {
+	Shape           string  `json:"shape"`
+	Dtype           string  `json:"dtype"`
+	Backend         string  `json:"backend"`
+	PromptTokens    int     `json:"prompt_tokens"`
+	GeneratedTokens int     `json:"generated_tokens"`
+	PrefillPerSec   float64 `json:"prefill_tokens_per_sec"`
+	DecodePerSec    float64 `json:"decode_tokens_per_sec"`
+	PeakMemoryGiB   float64 `json:"peak_memory_gib"`
+	MaxRSSGiB       float64 `json:"max_rss_gib"`
+}
+
+// PerSecond is count/seconds, 0 when no time passed.
+func PerSecond(count int, seconds float64) float64 {
+	if seconds <= 0 {
+		return 0
+	}
+	return float64(count) / seconds
+}
+
+// GiB converts bytes to binary gigabytes.
+func GiB(bytes int64) float64 { return float64(bytes) / (1 << 30) }
+
+// MaxRSS is the process's peak resident set size in bytes (Linux reports
+// kilobytes, macOS bytes).
+func MaxRSS() int64 {
+	var ru syscall.Rusage
+	if syscall.Getrusage(syscall.RUSAGE_SELF, &ru) != nil {
+		return 0
+	}
+	return maxRSSBytes(int64(ru.Maxrss))
+}
+
+// loadModel builds the model to measure, on the MLX thread.
+func loadModel(o Options) (*llama.Model, string, error) {
+	if o.Model != "" {
+		m, err := llama.LoadModel(o.Model, llama.LoadOptions{Dtype: o.Dtype})
+		return m, o.Model, err
+	}
+	cfg, err := llama.ShapeConfig(o.Shape)
+	if err != nil {
+		return nil, "", err
+	}
+	dt, err := mlx.ParseDtype(o.Dtype)
+	if err != nil {
+		return nil, "", err
+	}
+	m, err := llama.NewRandomModel(cfg, dt, o.Seed)
+	return m, o.Shape, err
+}
+
+// SyntheticSplit is n random sequences of seq+1 tokens: seq inputs each,
+// whose targets count in the loss except the first promptFrac of them.
+func SyntheticSplit(n, seq, vocab int, promptFrac float64, seed uint64) *data.Split {
+	rng := rand.New(rand.NewPCG(seed, 17))
+	s := &data.Split{Name: "synthetic"}
+	prompt := int(promptFrac * float64(seq))
+	for i := 0; i < n; i++ {
+		ex := data.Example{Tokens: make([]int32, seq+1), Counted: make([]bool, seq+1)}
+		for j := range ex.Tokens {
+			ex.Tokens[j] = int32(rng.IntN(vocab))
+			ex.Counted[j] = j > prompt
+		}
+		s.Examples = append(s.Examples, ex)
+	}
+	return s
+}
+
+// Train measures LoRA training steps. Call it on the MLX thread.
+func Train(o Options) (*TrainResult, error) {
+	m, name, err := loadModel(o)
+	if err != nil {
+		return nil, err
+	}
+	defer m.Free()
+	s := o.LoRA
+	if s.NumLayers > len(m.Layers) {
+		s.NumLayers = len(m.Layers)
+	}
+	cfg := lora.DefaultRunConfig()
+	cfg.LoRA = s
+	cfg.Training.BatchSize = o.Batch
+	cfg.Training.GradAccumulation = 1
+	cfg.Training.GradCheckpoint = o.GradCkpt
+	cfg.Training.Seed = o.Seed
+	total := o.Warmup + o.Steps
+	cfg.Training.MaxSteps = total
+	split := SyntheticSplit(o.Batch*total, o.Seq, m.Config.VocabSize, o.PromptFrac, o.Seed)
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	tr, err := lora.NewTrainer(cfg, m, split, split, 0, lora.RunMetadata{}, log)
+	if err != nil {
+		return nil, err
+	}
+	defer tr.Close()
+	res := &TrainResult{Shape: name, Dtype: m.Dtype.String(), Backend: mlx.Backend(), Seq: o.Seq, Batch: o.Batch,
+		Steps: o.Steps, Warmup: o.Warmup, LoRAKeys: fmt.Sprint(s.ResolvedKeys()), LoRALayers: s.NumLayers,
+		Rank: s.Rank, TrainableParams: tr.Adapters.NumParams(), GradCheckpoint: o.GradCkpt}
+	for i := 0; i < o.Warmup; i++ {
+		if _, err := tr.Step(); err != nil {
+			return nil, fmt.Errorf("warm-up step %d: %w", i+1, err)
+		}
+	}
+	mlx.ResetPeakMemory()
+	var tokens, counted int
+	t0 := time.Now()
+	for i := 0; i < o.Steps; i++ {
+		st, err := tr.Step()
+		if err != nil {
+			return nil, fmt.Errorf("step %d: %w", i+1, err)
+		}
+		tokens += st.Tokens
+		counted += st.Counted
+		res.FinalLoss = st.Loss
+	}
+	el := time.Since(t0).Seconds()
+	res.StepSeconds = el / float64(max(o.Steps, 1))
+	res.TokensPerSec = PerSecond(tokens, el)
+	res.CountedTokensPerSec = PerSecond(counted, el)
+	res.PeakMemoryGiB = GiB(mlx.PeakMemory())
+	res.MaxRSSGiB = GiB(MaxRSS())
+	return res, nil
+}
+
+// Generate measures prefill and greedy decoding. Call it on the MLX thread.
+func Generate(ctx context.Context, o Options) (*GenResult, error) {
+	m, name, err := loadModel(o)
+	if err != nil {
+		return nil, err
+	}
+	defer m.Free()
+	rng := rand.New(rand.NewPCG(o.Seed, 3))
+	prompt := make([]int32, o.Seq)
+	for i := range prompt {
+		prompt[i] = int32(rng.IntN(m.Config.VocabSize))
+	}
+	opts := llama.GenerateOptions{MaxTokens: o.Steps}
+	for i := 0; i < o.Warmup; i++ {
+		warm := llama.GenerateOptions{MaxTokens: min(o.Steps, 8)}
+		if _, err := m.Generate(prompt, warm, func(int32) bool { return ctx.Err() == nil }); err != nil {
+			return nil, err
+		}
+	}
+	st, err := m.Generate(prompt, opts, func(int32) bool { return ctx.Err() == nil })
+	if err != nil {
+		return nil, err
+	}
+	return &GenResult{Shape: name, Dtype: m.Dtype.String(), Backend: mlx.Backend(), PromptTokens: st.PromptTokens,
+		GeneratedTokens: st.GeneratedTokens, PrefillPerSec: st.PromptTPS, DecodePerSec: st.GenerationTPS,
+		PeakMemoryGiB: GiB(st.PeakMemoryBytes), MaxRSSGiB: GiB(MaxRSS())}, nil
+}

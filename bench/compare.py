@@ -1,0 +1,44 @@
+"""Print the side-by-side table and ratios of a bench/run.sh results folder."""
+import json
+import os
+import sys
+
+out = sys.argv[1]
+
+
+def load(name):
+    path = os.path.join(out, name + ".json")
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        text = f.read().strip()
+    # The PEFT script prints progress lines before its final JSON object.
+    return json.loads(text[text.rfind("\n{") + 1:] if text.count("\n{") else text)
+
+
+ft, fg = load("fungtrain_train"), load("fungtrain_generate")
+rows = [("fungtrain", ft["tokens_per_sec"], ft["peak_memory_gib"], fg["decode_tokens_per_sec"], fg["prefill_tokens_per_sec"])]
+for name in ("mlxlm", "mlxlm_openblas"):
+    m = load(name)
+    if m:
+        label = "mlx-lm" if name == "mlxlm" else "mlx-lm + OpenBLAS preloaded"
+        rows.append((label, m["train"]["tokens_per_sec"], m["train"]["peak_memory_gib"],
+                     m["generate"]["decode_tokens_per_sec"], m["generate"]["prefill_tokens_per_sec"]))
+peft = load("peft")
+if peft:
+    key = "qv_seq1024_b1" if "all" not in ft["lora_keys"] else "all_seq1024_b1"
+    p = peft.get(key, {})
+    rows.append(("HF PEFT (" + key + ")", p.get("tokens_per_s", 0), p.get("peak_mem_gib", 0),
+                 peft.get("decode", {}).get("tokens_per_s", 0) if isinstance(peft.get("decode"), dict) else 0, 0))
+
+print(f"\nshape {ft['shape']} {ft['dtype']} on {ft['backend']}; seq {ft['seq']}, batch {ft['batch']}, "
+      f"LoRA r{ft['rank']} {ft['lora_keys']} last {ft['lora_layers']} layers; {ft['steps']} measured steps\n")
+print("| system | train tokens/s | train peak GiB | decode tokens/s | prefill tokens/s |")
+print("|---|---|---|---|---|")
+for r in rows:
+    print(f"| {r[0]} | {r[1]:.1f} | {r[2]:.2f} | {r[3]:.1f} | {r[4]:.1f} |")
+print("\n| ratio (fungtrain / anchor) | train tokens/s | train peak memory | decode tokens/s |")
+print("|---|---|---|---|")
+for r in rows[1:]:
+    ratio = lambda a, b: f"{a / b:.2f}x" if b else "n/a"
+    print(f"| vs {r[0]} | {ratio(rows[0][1], r[1])} | {ratio(rows[0][2], r[2])} | {ratio(rows[0][3], r[3])} |")
