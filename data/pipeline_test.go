@@ -268,6 +268,7 @@ func TestAugmentKillAndRerunIsIdentical(t *testing.T) {
 		t.Fatal(err)
 	}
 	llm, cfg := setup()
+	cfg.LLM.Concurrency = 3 // so some requests finish before the cancel
 	ctx, cancel := context.WithCancel(context.Background())
 	start := llm.snap().requests
 	llm.set(func(f *fakeLLM) {

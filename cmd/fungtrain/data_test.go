@@ -205,9 +205,28 @@ data:
 	if err != nil || !strings.Contains(table, "question chars") {
 		t.Errorf("stats table: %v\n%s", err, table)
 	}
-	if _, _, err := runDataCLI(t, "data", "stats", "--model", "models/llama", filepath.Join(out, "test.jsonl")); err == nil ||
-		err.Error() != "--model needs the llama tokenizer (not wired yet)" {
-		t.Errorf("stats --model: %v", err)
+	// With the Llama 3 tokenizer, when the test asset is there.
+	if tokDir, err := filepath.Abs(filepath.Join("..", "..", "third_party", "llama3-tokenizer")); err == nil {
+		if _, err := os.Stat(filepath.Join(tokDir, "tokenizer.json")); err == nil {
+			stdout, _, err := runDataCLI(t, "data", "stats", "--json", "--model", tokDir, filepath.Join(out, "train.jsonl"))
+			if err != nil {
+				t.Fatalf("stats --model: %v", err)
+			}
+			var st data.Stats
+			if err := json.Unmarshal([]byte(stdout), &st); err != nil {
+				t.Fatal(err)
+			}
+			f := st.Files[0]
+			if f.QuestionTokens == nil || f.QuestionTokens.Count != f.Records || f.QuestionTokens.Min < 5 ||
+				f.QuestionTokens.Max >= f.QuestionChars.Max || f.TotalTokens.Min <= f.AnswerTokens.Min {
+				t.Errorf("token stats: questions %+v, chars %+v, total %+v", f.QuestionTokens, f.QuestionChars, f.TotalTokens)
+			}
+		}
+	}
+	missing := filepath.Join(root, "no-such-model")
+	if _, _, err := runDataCLI(t, "data", "stats", "--model", missing, filepath.Join(out, "test.jsonl")); err == nil ||
+		!strings.Contains(err.Error(), "--model") || !strings.Contains(err.Error(), "no-such-model") {
+		t.Errorf("stats --model %s: %v", missing, err)
 	}
 	// A second build changes nothing.
 	before, _ := os.ReadFile(filepath.Join(out, "train.jsonl"))
