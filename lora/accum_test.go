@@ -1,0 +1,163 @@
+package lora
+
+import (
+	"fmt"
+	"math"
+	"testing"
+
+	"github.com/fungtrain/fungtrain/data"
+	"github.com/fungtrain/fungtrain/mlx"
+)
+
+// oneStep trains one optimizer update over train with the given batch
+// size and accumulation, from the same model and adapters (B random), and
+// returns the parameter change and the gradient norm.
+//
+// AdamW's first update is lr·g/(|g|+ε) per entry, which for ε ≪ |g| is
+// lr·sign(g) and would hide any error in the size of g; ε = 1 makes it
+// lr·g/(|g|+1), within 9% of lr·g (|g| < 0.09 here), so the update
+// carries the gradient's size.
+func oneStep(t *testing.T, train *data.Split, batch, accum int) (delta []float64, gradNorm float64) {
+	doMLX(t, func() error {
+		m, err := tinyModel(2, 9)
+		if err != nil {
+			return err
+		}
+		defer m.Free()
+		cfg := testConfig(t.TempDir())
+		cfg.LoRA.Keys = []string{"all-linear"}
+		cfg.Optimizer.LR, cfg.Optimizer.Eps, cfg.Optimizer.GradClip = 1, 1, 0
+		cfg.Training.BatchSize, cfg.Training.GradAccumulation, cfg.Training.MaxSteps = batch, accum, 1
+		tr, err := NewTrainer(cfg, m, train, train, tokPad, RunMetadata{}, quietLog())
+		if err != nil {
+			return err
+		}
+		defer tr.Close()
+		defer tr.Adapters.Remove()
+		if err := setRandomB(tr.Adapters, 0.05, 2); err != nil {
+			return err
+		}
+		before, err := readFloats(tr.Adapters.Params()...)
+		if err != nil {
+			return err
+		}
+		lr := LearningRate(cfg.Schedule, cfg.Optimizer.LR, 0, 1)
+		res, err := tr.trainStep(lr)
+		if err != nil {
+			return err
+		}
+		if tr.state.Cursor != accum || tr.state.Step != 1 {
+			return fmt.Errorf("after one step: cursor %d step %d, want %d and 1", tr.state.Cursor, tr.state.Step, accum)
+		}
+		after, err := readFloats(tr.Adapters.Params()...)
+		if err != nil {
+			return err
+		}
+		for i := range after {
+			for j := range after[i] {
+				delta = append(delta, after[i][j]-before[i][j])
+			}
+		}
+		gradNorm = res.gradNorm
+		return nil
+	})
+	return delta, gradNorm
+}
+
+// TestAccumulationIsExact: one update from 4 examples of different
+// lengths (so batches are padded differently) is the same whether made as
+// batch 1 × accumulation 4, batch 2 × 2, or batch 4 × 1, within float
+// tolerance; while weighting each micro-batch's mean loss equally (the
+// usual inexact accumulation) would change it far beyond that tolerance.
+func TestAccumulationIsExact(t *testing.T) {
+	train := loadSplit(t, t.TempDir(), "train", trainPairs[:4])
+	var counts []int
+	for _, ex := range train.Examples {
+		n := 0
+		for _, c := range ex.Counted {
+			if c {
+				n++
+			}
+		}
+		counts = append(counts, n)
+	}
+	t.Logf("loss tokens per example: %v; lengths: %d %d %d %d", counts,
+		len(train.Examples[0].Tokens), len(train.Examples[1].Tokens), len(train.Examples[2].Tokens), len(train.Examples[3].Tokens))
+
+	ref, refNorm := oneStep(t, train, 4, 1)
+	scale := maxAbs(ref)
+	if scale < 1e-4 {
+		t.Fatalf("the update is only %g in size", scale)
+	}
+	for _, c := range [][2]int{{1, 4}, {2, 2}} {
+		d, norm := oneStep(t, train, c[0], c[1])
+		diff := maxAbsDiff(d, ref)
+		t.Logf("batch %d × accumulation %d vs batch 4 × 1: max |update difference| %.3g (relative to the largest update %.3g: %.2g); grad norm %.7g vs %.7g",
+			c[0], c[1], diff, scale, diff/scale, norm, refNorm)
+		if diff > 1e-5*scale {
+			t.Errorf("batch %d × %d: update differs by %g (%.2g of the largest update)", c[0], c[1], diff, diff/scale)
+		}
+		if math.Abs(norm-refNorm) > 1e-5*refNorm {
+			t.Errorf("batch %d × %d: gradient norm %v, batch 4 × 1 %v", c[0], c[1], norm, refNorm)
+		}
+	}
+
+	// What equal weighting of per-example means would give, as a measure
+	// of how much the tolerance above can tell apart: the gradient of
+	// mean_i(loss_i) vs the gradient of Σ loss / Σ tokens.
+	var exact, naive []float64
+	doMLX(t, func() error {
+		m, err := tinyModel(2, 9)
+		if err != nil {
+			return err
+		}
+		defer m.Free()
+		cfg := testConfig(t.TempDir())
+		cfg.LoRA.Keys = []string{"all-linear"}
+		tr, err := NewTrainer(cfg, m, train, train, tokPad, RunMetadata{}, quietLog())
+		if err != nil {
+			return err
+		}
+		defer tr.Close()
+		defer tr.Adapters.Remove()
+		if err := setRandomB(tr.Adapters, 0.05, 2); err != nil {
+			return err
+		}
+		total := 0
+		for _, c := range counts {
+			total += c
+		}
+		for i := range train.Examples {
+			s := mlx.NewScope()
+			b := data.MakeBatch(train.Examples, []int{i}, tokPad)
+			ids, targets, weights := batchArrays(b)
+			_, grads, err := tr.vag.Call(append(tr.Adapters.Params(), ids, targets, weights, mlx.Scalar(1, mlx.Float32))...)
+			if err != nil {
+				s.Close()
+				return err
+			}
+			g, err := readFloats(grads...)
+			s.Close()
+			if err != nil {
+				return err
+			}
+			k := 0
+			for _, gi := range g {
+				for _, x := range gi {
+					if k >= len(exact) {
+						exact, naive = append(exact, 0), append(naive, 0)
+					}
+					exact[k] += x / float64(total)
+					naive[k] += x / float64(counts[i]) / float64(len(counts))
+					k++
+				}
+			}
+		}
+		return nil
+	})
+	gap := maxAbsDiff(exact, naive) / maxAbs(exact)
+	t.Logf("equal weighting of per-example means would move the gradient by %.3g of its largest entry", gap)
+	if gap < 1e-2 {
+		t.Errorf("the examples' token counts %v are too alike for this test to tell weightings apart (gap %g)", counts, gap)
+	}
+}
