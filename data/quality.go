@@ -124,7 +124,7 @@ func looksTruncated(answer string) bool {
 		return false
 	}
 	r, _ := utf8.DecodeLastRuneInString(a)
-	return !strings.ContainsRune(".!?)\"'”’*_`:;", r)
+	return !strings.ContainsRune(".!?)]\"'”’*_`:;…", r)
 }
 
 func (q *qualityScorer) score(id, question, answer string, truncated bool) QualityScore {
