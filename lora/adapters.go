@@ -266,12 +266,6 @@ func Load(m *llama.Model, dir string) (*Adapters, error) {
 	if s.Scale == 0 && s.Alpha == 0 {
 		return nil, fmt.Errorf("%s: lora_parameters.scale is missing", cfgPath)
 	}
-	if len(s.Keys) == 0 {
-		s.Keys = DefaultSettings().Keys
-	}
-	if err := s.Validate(len(m.Layers)); err != nil {
-		return nil, fmt.Errorf("%s: %w", cfgPath, err)
-	}
 	wPath := filepath.Join(dir, "adapters.safetensors")
 	tensors, _, err := mlx.LoadSafetensors(wPath)
 	if err != nil {
@@ -282,6 +276,18 @@ func Load(m *llama.Model, dir string) (*Adapters, error) {
 			t.Free()
 		}
 	}()
+	if len(s.Keys) == 0 {
+		// mlx-lm's default lora_parameters have no keys; it then adapts
+		// every linear layer of the block (older versions used q and v).
+		// The tensors say which it was.
+		s.Keys = keysOf(tensors)
+		if len(s.Keys) == 0 {
+			return nil, fmt.Errorf("%s: lora_parameters.keys is missing and %s has no model.layers.N.<module>.lora_a tensors", cfgPath, wPath)
+		}
+	}
+	if err := s.Validate(len(m.Layers)); err != nil {
+		return nil, fmt.Errorf("%s: %w", cfgPath, err)
+	}
 	a, err := Apply(m, s, 0)
 	if err != nil {
 		return nil, err
@@ -304,6 +310,7 @@ func Load(m *llama.Model, dir string) (*Adapters, error) {
 			(*part.dst).Free()
 			*part.dst = mlx.AsType(t, mlx.Float32)
 			mlx.Detach(*part.dst)
+			t.Free()
 			delete(tensors, name+part.suffix)
 		}
 	}
@@ -320,6 +327,29 @@ func Load(m *llama.Model, dir string) (*Adapters, error) {
 		return nil, fmt.Errorf("load %s: %w", wPath, err)
 	}
 	return a, nil
+}
+
+// keysOf lists the module paths (in ModulePaths order) that have
+// model.layers.N.<path>.lora_a tensors.
+func keysOf(tensors map[string]*mlx.Array) []string {
+	seen := map[string]bool{}
+	for name := range tensors {
+		rest, ok := strings.CutPrefix(name, "model.layers.")
+		path, ok2 := strings.CutSuffix(rest, ".lora_a")
+		if !ok || !ok2 {
+			continue
+		}
+		if dot := strings.IndexByte(path, '.'); dot > 0 {
+			seen[path[dot+1:]] = true
+		}
+	}
+	var keys []string
+	for _, p := range llama.ModulePaths {
+		if seen[p] {
+			keys = append(keys, p)
+		}
+	}
+	return keys
 }
 
 // Fuse merges every adapter into its base weight (W + scale·(A·B)ᵀ, in the

@@ -58,9 +58,9 @@ def main():
     elif cmd == "make-adapter":
         out_dir = Path(sys.argv[3])
         out_dir.mkdir(parents=True, exist_ok=True)
+        mx.random.seed(req["seed"])
         model.freeze()
         linear_to_lora_layers(model, req["num_layers"], req["lora_parameters"])
-        mx.random.seed(req["seed"])
         new = [
             (name, 0.05 * mx.random.normal(p.shape))
             for name, p in tree_flatten(model.trainable_parameters())
