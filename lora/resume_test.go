@@ -56,10 +56,20 @@ func childMain() int {
 
 // runTraining loads the model and data of cfg, restores checkpoint ck if
 // set, and runs the trainer. edit, if set, is called on the trainer before
-// Run (on the MLX thread).
-func runTraining(ctx context.Context, cfg RunConfig, ck string, log *slog.Logger, edit func(*Trainer) error) (*Summary, error) {
-	var sum *Summary
-	err := mlx.Do(func() error {
+// Run (on the MLX thread). It fails if any array outlives the run.
+func runTraining(ctx context.Context, cfg RunConfig, ck string, log *slog.Logger, edit func(*Trainer) error) (sum *Summary, err error) {
+	var live int64
+	if err := mlx.Do(func() error { live = mlx.LiveArrays(); return nil }); err != nil {
+		return nil, err
+	}
+	defer func() {
+		var n int64
+		mlx.Do(func() error { n = mlx.LiveArrays() - live; return nil })
+		if n != 0 {
+			err = errors.Join(err, fmt.Errorf("runTraining: %d arrays outlived the run", n))
+		}
+	}()
+	err = mlx.Do(func() error {
 		m, err := llama.LoadModel(cfg.Model.Path, llama.LoadOptions{Dtype: "f32"})
 		if err != nil {
 			return err
