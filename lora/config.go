@@ -86,7 +86,7 @@ type OutputConfig struct {
 func DefaultRunConfig() RunConfig {
 	return RunConfig{
 		Model:     ModelConfig{Dtype: "auto"},
-		Data:      DataConfig{TrainData: data.TrainData{MaskPrompt: true, MaxSeqLength: 1024}},
+		Data:      DataConfig{TrainData: data.TrainData{MaskPrompt: true, MaxSeqLength: 1024}, PipelineConfig: data.DefaultPipelineConfig()},
 		LoRA:      DefaultSettings(),
 		Optimizer: OptimizerConfig{Name: "adamw", LR: 1e-5, Beta1: 0.9, Beta2: 0.999, Eps: 1e-8, GradClip: 1.0},
 		Schedule:  ScheduleConfig{Name: "constant"},

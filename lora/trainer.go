@@ -35,6 +35,7 @@ type Trainer struct {
 	Log      *slog.Logger
 
 	vag        *mlx.ValueAndGrad
+	ce         *chunkedCE
 	out        string
 	totalSteps int
 	perEpoch   int
@@ -86,11 +87,13 @@ func NewTrainer(cfg RunConfig, m *llama.Model, train, valid *data.Split, padID i
 	if t.totalSteps == 0 {
 		t.totalSteps = (t.perEpoch*cfg.Training.Epochs + cfg.Training.GradAccumulation - 1) / cfg.Training.GradAccumulation
 	}
+	t.ce = newChunkedCE(m)
 	nParams := len(ad.Params())
 	t.vag, err = mlx.NewValueAndGrad(t.lossFunc(nParams), argRange(nParams)...)
 	if err != nil {
 		ad.Remove()
 		t.Opt.Free()
+		t.ce.free()
 		return nil, err
 	}
 	return t, nil
@@ -108,6 +111,7 @@ func argRange(n int) []int {
 func (t *Trainer) Close() {
 	t.vag.Free()
 	t.Opt.Free()
+	t.ce.free()
 }
 
 // TotalSteps is the number of optimizer updates the run makes.
@@ -134,12 +138,9 @@ func (t *Trainer) lossFunc(nParams int) mlx.Func {
 }
 
 // maskedCrossEntropySum is Σ weight·(logsumexp(logits) - logit[target]),
-// computed in float32.
+// computed in float32, chunk by chunk (see chunkedCE).
 func (t *Trainer) maskedCrossEntropySum(ids, targets, weights *mlx.Array) *mlx.Array {
-	logits := mlx.AsType(t.Model.Forward(ids, nil), mlx.Float32)
-	lse := mlx.LogSumExp(logits, false, -1)
-	picked := mlx.Squeeze(mlx.TakeAlongAxis(logits, mlx.ExpandDims(targets, -1), -1), -1)
-	return mlx.Sum(mlx.Multiply(mlx.Subtract(lse, picked), weights), false)
+	return t.ce.sum(t.Model.Hidden(ids, nil), targets, weights, true)
 }
 
 // batchArrays turns a batch into MLX arrays.
@@ -257,14 +258,12 @@ func EvaluateLoss(m *llama.Model, split *data.Split, batchSize, maxBatches int, 
 		groups = groups[:maxBatches]
 	}
 	total, count := 0.0, 0
+	ce := &chunkedCE{model: m}
 	for _, g := range groups {
 		b := data.MakeBatch(split.Examples, g, padID)
 		s := mlx.NewScope()
 		ids, targets, weights := batchArrays(b)
-		logits := mlx.AsType(m.Forward(ids, nil), mlx.Float32)
-		lse := mlx.LogSumExp(logits, false, -1)
-		picked := mlx.Squeeze(mlx.TakeAlongAxis(logits, mlx.ExpandDims(targets, -1), -1), -1)
-		sum, err := mlx.Sum(mlx.Multiply(mlx.Subtract(lse, picked), weights), false).Item()
+		sum, err := ce.sum(m.Hidden(ids, nil), targets, weights, false).Item()
 		s.Close()
 		if err != nil {
 			return 0, 0, err

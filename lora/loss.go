@@ -1,0 +1,69 @@
+package lora
+
+import (
+	"github.com/fungtrain/fungtrain/llama"
+	"github.com/fungtrain/fungtrain/mlx"
+)
+
+// ceChunk is how many positions one cross-entropy chunk covers: with a
+// 128k vocabulary, 256 positions of float32 logits take 131 MB.
+const ceChunk = 256
+
+// chunkedCE computes Σ weight·(logsumexp(logits) - logit[target]) in
+// float32 without ever holding the whole (L, vocab) logits: each chunk of
+// positions runs the LM head and the loss under gradient checkpointing, so
+// its logits exist only while that chunk is computed, forward or backward.
+type chunkedCE struct {
+	model   *llama.Model
+	closure *mlx.Closure
+}
+
+func newChunkedCE(m *llama.Model) *chunkedCE {
+	c := &chunkedCE{model: m}
+	c.closure = mlx.NewClosure(func(in []*mlx.Array) ([]*mlx.Array, error) {
+		return []*mlx.Array{c.chunkSum(in[0], in[1], in[2])}, nil
+	})
+	return c
+}
+
+func (c *chunkedCE) free() { c.closure.Free() }
+
+// chunkSum is the weighted cross-entropy sum of one chunk of hidden states.
+func (c *chunkedCE) chunkSum(h, targets, weights *mlx.Array) *mlx.Array {
+	logits := mlx.AsType(c.model.Logits(h), mlx.Float32)
+	lse := mlx.LogSumExp(logits, false, -1)
+	// Targets and weights are data: the checkpoint's recomputation asks for
+	// gradients of every input, and integer indices have none.
+	targets, weights = mlx.StopGradient(targets), mlx.StopGradient(weights)
+	picked := mlx.Squeeze(mlx.TakeAlongAxis(logits, mlx.ExpandDims(targets, -1), -1), -1)
+	return mlx.Sum(mlx.Multiply(mlx.Subtract(lse, picked), weights), false)
+}
+
+// sum returns the loss sum for hidden states h (B, L, D). With grad false
+// (evaluation) it skips checkpointing.
+func (c *chunkedCE) sum(h, targets, weights *mlx.Array, grad bool) *mlx.Array {
+	L := h.Dim(1)
+	var total *mlx.Array
+	for start := 0; start < L; start += ceChunk {
+		end := min(start+ceChunk, L)
+		hc := mlx.SliceAxis(h, 1, start, end)
+		tc := mlx.SliceAxis(targets, 1, start, end)
+		wc := mlx.SliceAxis(weights, 1, start, end)
+		var s *mlx.Array
+		if grad {
+			out, err := c.closure.Checkpoint(hc, tc, wc)
+			if err != nil {
+				return mlx.ErrorArray(err)
+			}
+			s = out[0]
+		} else {
+			s = c.chunkSum(hc, tc, wc)
+		}
+		if total == nil {
+			total = s
+		} else {
+			total = mlx.Add(total, s)
+		}
+	}
+	return total
+}
