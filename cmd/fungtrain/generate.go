@@ -33,6 +33,7 @@ type generateFlags struct {
 	noChatTemplate       bool
 	chatFormat           string
 	dtype                string
+	dequantize           string
 	prefillChunk         int
 }
 
@@ -82,6 +83,7 @@ of the --stop strings (which is not printed).`,
 	fl.BoolVar(&f.noChatTemplate, "no-chat-template", false, "encode the prompt as plain text instead of a chat")
 	fl.StringVar(&f.chatFormat, "chat-format", "auto", "chat template: auto (the model's), llama3 or chatml")
 	fl.StringVar(&f.dtype, "dtype", "auto", "activation and dense weight dtype: auto (f32 on the CPU, the checkpoint's on a GPU), bf16, f16 or f32")
+	fl.StringVar(&f.dequantize, "dequantize", "auto", "expand quantized weights to dense at load: auto (on the CPU only), yes or no")
 	fl.IntVar(&f.prefillChunk, "prefill-chunk", 512, "prompt tokens per prefill step")
 	return cmd
 }
@@ -119,6 +121,11 @@ func checkGenerateFlags(f generateFlags) error {
 	case "auto", "bf16", "f16", "f32":
 	default:
 		return fmt.Errorf("generate: --dtype %q: want auto, bf16, f16 or f32", f.dtype)
+	}
+	switch f.dequantize {
+	case "auto", "yes", "no":
+	default:
+		return fmt.Errorf("generate: --dequantize %q: want auto, yes or no", f.dequantize)
 	}
 	return nil
 }
@@ -201,7 +208,7 @@ func runGenerate(cmd *cobra.Command, f generateFlags) error {
 	var st llama.GenerateStats
 	err = mlx.Do(func() error {
 		t0 := time.Now()
-		b, err := llama.Open(f.model, llama.LoadOptions{Dtype: f.dtype}, llama.WithChatFormat(format))
+		b, err := llama.Open(f.model, llama.LoadOptions{Dtype: f.dtype, Dequantize: f.dequantize}, llama.WithChatFormat(format))
 		if err != nil {
 			return err
 		}
