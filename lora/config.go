@@ -111,6 +111,11 @@ func LoadRunConfig(path string, overrides []string) (RunConfig, error) {
 		if err := yaml.Unmarshal(b, &root); err != nil {
 			return cfg, fmt.Errorf("config %s: %w", path, err)
 		}
+		// Decode the file as written first, so errors carry its own line
+		// numbers (the re-marshalled tree below has different ones).
+		if err := decodeStrict(b, new(RunConfig)); err != nil {
+			return cfg, fmt.Errorf("config %s: %w", path, err)
+		}
 	}
 	if root.Kind == 0 {
 		root = yaml.Node{Kind: yaml.DocumentNode, Content: []*yaml.Node{{Kind: yaml.MappingNode}}}
@@ -124,14 +129,9 @@ func LoadRunConfig(path string, overrides []string) (RunConfig, error) {
 	if err != nil {
 		return cfg, err
 	}
-	dec := yaml.NewDecoder(bytes.NewReader(b))
-	dec.KnownFields(true)
-	if err := dec.Decode(&cfg); err != nil && !errors.Is(err, io.EOF) {
-		name := path
-		if name == "" {
-			name = "command-line overrides"
-		}
-		return cfg, fmt.Errorf("config %s: %w", name, err)
+	if err := decodeStrict(b, &cfg); err != nil {
+		// The file decoded alone, so an override is at fault.
+		return cfg, fmt.Errorf("config overrides %s: %w", strings.Join(overrides, " "), err)
 	}
 	if err := cfg.Validate(); err != nil {
 		if path != "" {
@@ -140,6 +140,16 @@ func LoadRunConfig(path string, overrides []string) (RunConfig, error) {
 		return cfg, err
 	}
 	return cfg, nil
+}
+
+// decodeStrict decodes YAML into v; an unknown key is an error.
+func decodeStrict(b []byte, v any) error {
+	dec := yaml.NewDecoder(bytes.NewReader(b))
+	dec.KnownFields(true)
+	if err := dec.Decode(v); err != nil && !errors.Is(err, io.EOF) {
+		return err
+	}
+	return nil
 }
 
 // applyOverride sets section.key[.key...]=value in the YAML tree.

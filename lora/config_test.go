@@ -1,0 +1,300 @@
+package lora
+
+import (
+	"fmt"
+	"math"
+	"strings"
+	"testing"
+
+	"github.com/fungtrain/fungtrain/mlx"
+)
+
+// TestDefaultsAreTheMissions: the defaults are rank 6, alpha 8 (scale
+// 8/6), dropout 0.1, the last 12 layers, q and v, lr 1e-5, batch 1,
+// accumulation 8, max_seq_length 1024, 2 epochs, eval every 50, seed 42;
+// AdamW β 0.9/0.999, ε 1e-8; prompts masked. A config file that gives
+// only the model and data gets exactly these.
+func TestDefaultsAreTheMissions(t *testing.T) {
+	path := writeFile(t, t.TempDir(), "run.yaml", "model:\n  path: /models/m\ndata:\n  dir: /data/d\n")
+	cfg, err := LoadRunConfig(path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := DefaultRunConfig()
+	want.Model.Path, want.Data.Dir = "/models/m", "/data/d"
+	if fmt.Sprintf("%+v", cfg) != fmt.Sprintf("%+v", want) {
+		t.Errorf("loaded %+v\nwant   %+v", cfg, want)
+	}
+	l, o, tr := cfg.LoRA, cfg.Optimizer, cfg.Training
+	checks := []struct {
+		name      string
+		got, want any
+	}{
+		{"lora.rank", l.Rank, 6}, {"lora.alpha", l.Alpha, 8.0}, {"lora.dropout", l.Dropout, 0.1},
+		{"lora.num_layers", l.NumLayers, 12}, {"lora.keys", strings.Join(l.Keys, ","), "self_attn.q_proj,self_attn.v_proj"},
+		{"scale", l.EffectiveScale(), 8.0 / 6}, {"optimizer.lr", o.LR, 1e-5}, {"optimizer.beta1", o.Beta1, 0.9},
+		{"optimizer.beta2", o.Beta2, 0.999}, {"optimizer.eps", o.Eps, 1e-8}, {"training.batch_size", tr.BatchSize, 1},
+		{"training.grad_accumulation", tr.GradAccumulation, 8}, {"data.max_seq_length", cfg.Data.MaxSeqLength, 1024},
+		{"training.epochs", tr.Epochs, 2}, {"eval.every", cfg.Eval.Every, 50}, {"training.seed", tr.Seed, uint64(42)},
+		{"data.mask_prompt", cfg.Data.MaskPrompt, true}, {"schedule.name", cfg.Schedule.Name, "constant"},
+	}
+	for _, c := range checks {
+		if c.got != c.want {
+			t.Errorf("%s = %v, want %v", c.name, c.got, c.want)
+		}
+	}
+	// Config YAML round trip: the resolved config reloads to itself.
+	y, err := cfg.YAML()
+	if err != nil {
+		t.Fatal(err)
+	}
+	again, err := LoadRunConfig(writeFile(t, t.TempDir(), "resolved.yaml", string(y)), nil)
+	if err != nil {
+		t.Fatalf("the resolved config does not reload: %v\n%s", err, y)
+	}
+	if fmt.Sprintf("%+v", again) != fmt.Sprintf("%+v", cfg) {
+		t.Errorf("resolved config reloads as %+v", again)
+	}
+}
+
+// TestOverrides: section.key=value overrides beat the file, reach lists
+// and nested data keys, and bad ones are errors that name them.
+func TestOverrides(t *testing.T) {
+	path := writeFile(t, t.TempDir(), "run.yaml", `model:
+  path: /models/m
+data:
+  dir: /data/d
+lora:
+  rank: 4
+optimizer:
+  lr: 1.0e-4
+`)
+	cfg, err := LoadRunConfig(path, []string{"lora.rank=8", "optimizer.lr=3e-4", "lora.keys=[self_attn.q_proj, mlp.down_proj]",
+		"training.seed=7", "data.mask_prompt=false", "schedule.name=cosine", "schedule.warmup_steps=10", "output.dir=/tmp/o"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.LoRA.Rank != 8 || cfg.Optimizer.LR != 3e-4 || strings.Join(cfg.LoRA.Keys, ",") != "self_attn.q_proj,mlp.down_proj" ||
+		cfg.Training.Seed != 7 || cfg.Data.MaskPrompt || cfg.Schedule.Name != "cosine" || cfg.Schedule.WarmupSteps != 10 ||
+		cfg.Output.Dir != "/tmp/o" {
+		t.Errorf("overrides not applied: %+v", cfg)
+	}
+	if cfg.LoRA.Alpha != 8 || cfg.Training.GradAccumulation != 8 {
+		t.Errorf("untouched keys changed: alpha %v accumulation %d", cfg.LoRA.Alpha, cfg.Training.GradAccumulation)
+	}
+	// Overrides alone (no file) work too.
+	cfg, err = LoadRunConfig("", []string{"model.path=/m", "data.dir=/d", "lora.keys=[all-linear]"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(cfg.LoRA.ResolvedKeys()) != 7 {
+		t.Errorf("all-linear resolves to %v", cfg.LoRA.ResolvedKeys())
+	}
+	for _, tc := range []struct {
+		override, want string
+	}{
+		{"lora.rnak=8", "rnak"},
+		{"lora.rank", `want section.key=value`},
+		{"lora.rank.deep=1", "lora.rank is not a section"},
+		{"optimizer.lr=-1", "optimizer.lr must be positive, got -1"},
+		{"lora.rank=eight", "eight"},
+	} {
+		_, err := LoadRunConfig(path, []string{tc.override})
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("override %q: error %v, want one containing %q", tc.override, err, tc.want)
+		}
+	}
+}
+
+// TestConfigErrors: every bad value is caught at load with a message that
+// names the key; an unknown key in the file is reported with its own line
+// number, even when the file has comments and blank lines.
+func TestConfigErrors(t *testing.T) {
+	dir := t.TempDir()
+	base := "model:\n  path: /m\ndata:\n  dir: /d\n"
+	unknown := writeFile(t, dir, "unknown.yaml", "# my run\n\nmodel:\n  path: /m   # base\n\n# data\ndata:\n  dir: /d\n\n\nlora:\n  rank: 8\n  rnak: 4\n")
+	_, err := LoadRunConfig(unknown, nil)
+	if err == nil || !strings.Contains(err.Error(), "line 13: field rnak not found") || !strings.Contains(err.Error(), unknown) {
+		t.Errorf("unknown key: %v, want the file, line 13 and the key rnak", err)
+	}
+	_, err = LoadRunConfig(unknown, []string{"lora.rank=2"})
+	if err == nil || !strings.Contains(err.Error(), "line 13: field rnak not found") {
+		t.Errorf("unknown key with an override: %v, want line 13 and rnak", err)
+	}
+	cases := []struct{ yaml, want string }{
+		{"optimizer:\n  lr: -0.001\n", "optimizer.lr must be positive, got -0.001"},
+		{"optimizer:\n  lr: 0\n", "optimizer.lr must be positive"},
+		{"optimizer:\n  beta2: 1\n", "beta1 and beta2 must be in [0, 1)"},
+		{"optimizer:\n  weight_decay: -1\n", "optimizer.weight_decay must be non-negative"},
+		{"lora:\n  rank: 0\n", "lora.rank must be positive, got 0"},
+		{"lora:\n  dropout: 1\n", "lora.dropout must be in [0, 1)"},
+		{"lora:\n  num_layers: -2\n", "lora.num_layers must be positive or -1"},
+		{"lora:\n  keys: [self_attn.x_proj]\n", `unknown module "self_attn.x_proj"`},
+		{"training:\n  batch_size: 0\n", "training.batch_size must be at least 1"},
+		{"training:\n  grad_accumulation: 0\n", "training.grad_accumulation must be at least 1"},
+		{"schedule:\n  name: linear\n", `schedule.name "linear"`},
+		{"schedule:\n  min_lr: 1\n", "schedule.min_lr must be in [0, optimizer.lr]"},
+		{"training:\n  epochs: 0\n", "training.epochs or training.max_steps must be at least 1"},
+		{"eval:\n  batch_size: 0\n", "eval.batch_size >= 1"},
+		{"sections:\n  x: 1\n", "field sections not found"},
+	}
+	for i, c := range cases {
+		p := writeFile(t, dir, fmt.Sprintf("c%d.yaml", i), base+c.yaml)
+		_, err := LoadRunConfig(p, nil)
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%q: error %v, want one containing %q", c.yaml, err, c.want)
+		}
+	}
+	for yaml, want := range map[string]string{
+		"model:\n  path: /m\n  dtype: int8\ndata:\n  dir: /d\n":       `model.dtype "int8"`,
+		"model:\n  path: /m\ndata:\n  dir: /d\n  max_seq_length: 1\n": "data.max_seq_length must be at least 2",
+		"model:\n  path: /m\n": "data.dir is required",
+	} {
+		_, err := LoadRunConfig(writeFile(t, dir, "x.yaml", yaml), nil)
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%q: error %v, want one containing %q", yaml, err, want)
+		}
+	}
+	if _, err := LoadRunConfig("", nil); err == nil || !strings.Contains(err.Error(), "model.path is required") || !strings.Contains(err.Error(), "data.dir is required") {
+		t.Errorf("empty config: %v, want model.path and data.dir required", err)
+	}
+}
+
+// TestLearningRate checks the schedule against hand-computed values:
+// warmup is linear from peak/W at step 0 to peak at step W-1; cosine then
+// decays from peak at step W to min_lr at the last step (total-1).
+func TestLearningRate(t *testing.T) {
+	cases := []struct {
+		s           ScheduleConfig
+		peak        float64
+		step, total int
+		want        float64
+	}{
+		{ScheduleConfig{Name: "constant"}, 1e-5, 0, 100, 1e-5},
+		{ScheduleConfig{Name: "constant"}, 1e-5, 99, 100, 1e-5},
+		{ScheduleConfig{Name: "constant", WarmupSteps: 4}, 1e-3, 0, 100, 2.5e-4},
+		{ScheduleConfig{Name: "constant", WarmupSteps: 4}, 1e-3, 2, 100, 7.5e-4},
+		{ScheduleConfig{Name: "constant", WarmupSteps: 4}, 1e-3, 3, 100, 1e-3},
+		{ScheduleConfig{Name: "constant", WarmupSteps: 4}, 1e-3, 50, 100, 1e-3},
+		// cosine, warmup 2, total 12: progress (step-2)/9, so steps 3, 6,
+		// 7 are 20°, 80° and 100° along the half cosine:
+		// 1e-4 + 9e-4·(1+cos θ)/2 with cos 20° = 0.9396926, cos 80° =
+		// 0.1736482, cos 100° = -0.1736482.
+		{ScheduleConfig{Name: "cosine", WarmupSteps: 2, MinLR: 1e-4}, 1e-3, 0, 12, 5e-4},
+		{ScheduleConfig{Name: "cosine", WarmupSteps: 2, MinLR: 1e-4}, 1e-3, 1, 12, 1e-3},
+		{ScheduleConfig{Name: "cosine", WarmupSteps: 2, MinLR: 1e-4}, 1e-3, 2, 12, 1e-3},
+		{ScheduleConfig{Name: "cosine", WarmupSteps: 2, MinLR: 1e-4}, 1e-3, 3, 12, 9.7286168e-4},
+		{ScheduleConfig{Name: "cosine", WarmupSteps: 2, MinLR: 1e-4}, 1e-3, 6, 12, 6.2814168e-4},
+		{ScheduleConfig{Name: "cosine", WarmupSteps: 2, MinLR: 1e-4}, 1e-3, 7, 12, 4.7185832e-4},
+		{ScheduleConfig{Name: "cosine", WarmupSteps: 2, MinLR: 1e-4}, 1e-3, 11, 12, 1e-4},
+		// No warmup: cosine from peak at step 0 to 0 at step 4 (90° at 2).
+		{ScheduleConfig{Name: "cosine"}, 2e-4, 0, 5, 2e-4},
+		{ScheduleConfig{Name: "cosine"}, 2e-4, 2, 5, 1e-4},
+		{ScheduleConfig{Name: "cosine"}, 2e-4, 4, 5, 0},
+	}
+	for _, c := range cases {
+		got := LearningRate(c.s, c.peak, c.step, c.total)
+		if math.Abs(got-c.want) > 1e-10*math.Max(1, c.want)+1e-12 {
+			t.Errorf("%+v peak %g step %d/%d: lr %.10g, want %.10g", c.s, c.peak, c.step, c.total, got, c.want)
+		}
+	}
+}
+
+// TestAdamWAgainstFloat64 runs three AdamW updates (weight decay 0.1) on
+// fixed gradients and compares with a float64 implementation of
+// p ← p(1 - lr·wd) - lr·m̂/(√v̂ + ε), m̂ = m/(1-β1ᵗ), v̂ = v/(1-β2ᵗ).
+func TestAdamWAgainstFloat64(t *testing.T) {
+	p0 := []float64{0.5, -0.25, 1.5, 0, -2, 0.125}
+	grads := [][]float64{
+		{0.1, -0.2, 0.3, 0.0, 1e-3, -5},
+		{-0.1, -0.2, 0.05, 0.2, 1e-3, 4},
+		{0.3, 0.1, -0.3, 0.2, -2e-3, 0.5},
+	}
+	lrs := []float64{1e-2, 5e-3, 1e-3}
+	c := OptimizerConfig{Beta1: 0.9, Beta2: 0.999, Eps: 1e-8, WeightDecay: 0.1}
+	// float64 reference
+	ref := append([]float64{}, p0...)
+	m, v := make([]float64, 6), make([]float64, 6)
+	for s, g := range grads {
+		tt := float64(s + 1)
+		for i := range ref {
+			m[i] = c.Beta1*m[i] + (1-c.Beta1)*g[i]
+			v[i] = c.Beta2*v[i] + (1-c.Beta2)*g[i]*g[i]
+			mh, vh := m[i]/(1-math.Pow(c.Beta1, tt)), v[i]/(1-math.Pow(c.Beta2, tt))
+			ref[i] = ref[i]*(1-lrs[s]*c.WeightDecay) - lrs[s]*mh/(math.Sqrt(vh)+c.Eps)
+		}
+	}
+	var got []float64
+	var step int
+	doMLX(t, func() error {
+		f32 := func(x []float64) *mlx.Array {
+			v := make([]float32, len(x))
+			for i := range x {
+				v[i] = float32(x[i])
+			}
+			return mlx.FromFloat32s(v, 2, 3)
+		}
+		p := f32(p0)
+		mlx.Detach(p)
+		o := NewAdamW(c, []*mlx.Array{p})
+		defer o.Free()
+		for s, g := range grads {
+			sc := mlx.NewScope()
+			np := o.Update([]*mlx.Array{p}, []*mlx.Array{f32(g)}, lrs[s])
+			err := mlx.Eval(append(np, o.State()...)...)
+			sc.Close()
+			if err != nil {
+				return err
+			}
+			p.Free()
+			p = np[0]
+		}
+		defer p.Free()
+		step = o.Step
+		r, err := readFloats(p)
+		got = r[0]
+		return err
+	})
+	if step != 3 {
+		t.Errorf("optimizer step %d, want 3", step)
+	}
+	worst := 0.0
+	for i := range ref {
+		worst = math.Max(worst, math.Abs(got[i]-ref[i])/math.Max(math.Abs(ref[i]), 1e-3))
+	}
+	t.Logf("AdamW after 3 steps: %v\nfloat64 reference:   %v\nmax relative error %.2g", got, ref, worst)
+	if worst > 1e-6 {
+		t.Errorf("AdamW differs from the float64 reference by %g (relative)", worst)
+	}
+}
+
+// TestClipByGlobalNorm: gradients (3, 4) and (12) have global norm 13;
+// clipping to 1 scales them by 1/13, to 26 or 0 (off) leaves them.
+func TestClipByGlobalNorm(t *testing.T) {
+	for _, c := range []struct {
+		max   float64
+		scale float64
+	}{{1, 1 / 13.0}, {6.5, 0.5}, {26, 1}, {0, 1}} {
+		var norm float64
+		var out [][]float64
+		doMLX(t, func() error {
+			s := mlx.NewScope()
+			defer s.Close()
+			g, n := ClipByGlobalNorm([]*mlx.Array{mlx.FromFloat32s([]float32{3, 4}, 2), mlx.FromFloat32s([]float32{12}, 1, 1)}, c.max)
+			var err error
+			if norm, err = n.Item(); err != nil {
+				return err
+			}
+			out, err = readFloats(g...)
+			return err
+		})
+		if math.Abs(norm-13) > 1e-6 {
+			t.Errorf("max %g: norm %v, want 13", c.max, norm)
+		}
+		want := []float64{3 * c.scale, 4 * c.scale, 12 * c.scale}
+		got := append(out[0], out[1]...)
+		if d := maxAbsDiff(got, want); d > 1e-6 {
+			t.Errorf("max %g: clipped %v, want %v", c.max, got, want)
+		}
+	}
+}
