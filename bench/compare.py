@@ -4,6 +4,7 @@ import os
 import sys
 
 out = sys.argv[1]
+shape_name = sys.argv[2] if len(sys.argv) > 2 else None
 
 
 def load(name):
@@ -24,14 +25,14 @@ for name in ("mlxlm", "mlxlm_openblas"):
         label = "mlx-lm" if name == "mlxlm" else "mlx-lm + OpenBLAS preloaded"
         rows.append((label, m["train"]["tokens_per_sec"], m["train"]["peak_memory_gib"],
                      m["generate"]["decode_tokens_per_sec"], m["generate"]["prefill_tokens_per_sec"]))
-peft = load("peft")
+peft = load("peft_anchor")
 if peft:
     key = "qv_seq1024_b1" if "all" not in ft["lora_keys"] else "all_seq1024_b1"
     p = peft.get(key, {})
     rows.append(("HF PEFT (" + key + ")", p.get("tokens_per_s", 0), p.get("peak_mem_gib", 0),
-                 peft.get("decode", {}).get("tokens_per_s", 0) if isinstance(peft.get("decode"), dict) else 0, 0))
+                 peft.get("decode_bf16_b1_tokens_per_s", 0), 0))
 
-print(f"\nshape {ft['shape']} {ft['dtype']} on {ft['backend']}; seq {ft['seq']}, batch {ft['batch']}, "
+print(f"\nshape {shape_name or ft['shape']} {ft['dtype']} on {ft['backend']}; seq {ft['seq']}, batch {ft['batch']}, "
       f"LoRA r{ft['rank']} {ft['lora_keys']} last {ft['lora_layers']} layers; {ft['steps']} measured steps\n")
 print("| system | train tokens/s | train peak GiB | decode tokens/s | prefill tokens/s |")
 print("|---|---|---|---|---|")

@@ -33,22 +33,23 @@ mkdir -p "$OUT"
 echo "==> machine: $(uname -sm), $(nproc) cores; results in $OUT"
 "$FT" version | tee "$OUT/version.txt"
 echo "==> random-init $SHAPE model ($DTYPE)"
-"$FT" init-model --shape "$SHAPE" --dtype "$DTYPE" --out "$OUT/model" --seed 1 >/dev/null
+MODEL="${MODEL_DIR:-$(mktemp -d)}"
+"$FT" init-model --shape "$SHAPE" --dtype "$DTYPE" --out "$MODEL" --seed 1 >/dev/null
 
 run() { local name=$1; shift; echo "==> $name"; "$@" >"$OUT/$name.json" 2>"$OUT/$name.log" || { tail -20 "$OUT/$name.log"; exit 1; }; }
-run fungtrain_train "$FT" bench train --model "$OUT/model" --dtype "$DTYPE" --seq "$SEQ" --batch "$BATCH" \
+run fungtrain_train "$FT" bench train --model "$MODEL" --dtype "$DTYPE" --seq "$SEQ" --batch "$BATCH" \
   --steps "$STEPS" --warmup "$STEPS" --lora-keys "$KEYS" --json
-run fungtrain_generate "$FT" bench generate --model "$OUT/model" --dtype "$DTYPE" --seq "$DPROMPT" \
+run fungtrain_generate "$FT" bench generate --model "$MODEL" --dtype "$DTYPE" --seq "$DPROMPT" \
   --steps "$DTOKENS" --warmup 1 --json
-run mlxlm "$PY" "$ROOT/bench/mlxlm_anchor.py" --model "$OUT/model" --seq "$SEQ" --batch "$BATCH" --steps "$STEPS" \
+run mlxlm "$PY" "$ROOT/bench/mlxlm_anchor.py" --model "$MODEL" --seq "$SEQ" --batch "$BATCH" --steps "$STEPS" \
   --keys "$KEYS" --decode-prompt "$DPROMPT" --decode-tokens "$DTOKENS"
 OPENBLAS=""
 for f in /usr/lib/x86_64-linux-gnu/libopenblas.so.0 /usr/lib/aarch64-linux-gnu/libopenblas.so.0; do [ -f "$f" ] && OPENBLAS=$f; done
-if [ -n "$OPENBLAS" ] && grep -q 'backend  *cpu' "$OUT/version.txt"; then
-  run mlxlm_openblas env LD_PRELOAD="$OPENBLAS" "$PY" "$ROOT/bench/mlxlm_anchor.py" --model "$OUT/model" --seq "$SEQ" \
+if [ -n "$OPENBLAS" ] && grep -q 'backend: cpu' "$OUT/version.txt"; then
+  run mlxlm_openblas env LD_PRELOAD="$OPENBLAS" "$PY" "$ROOT/bench/mlxlm_anchor.py" --model "$MODEL" --seq "$SEQ" \
     --batch "$BATCH" --steps "$STEPS" --keys "$KEYS" --decode-prompt "$DPROMPT" --decode-tokens "$DTOKENS"
 fi
 if [ -n "$PEFT" ]; then
-  run peft "$PY" "$PEFT"
+  run peft env OUT="$OUT" "$PY" "$PEFT"
 fi
-python3 "$ROOT/bench/compare.py" "$OUT" | tee "$OUT/summary.md"
+python3 "$ROOT/bench/compare.py" "$OUT" "$SHAPE" | tee "$OUT/summary.md"
