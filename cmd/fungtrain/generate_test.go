@@ -61,8 +61,13 @@ func TestGenerateSmolLM2(t *testing.T) {
 		t.Errorf("prompt tokens %s, want 37", m[1])
 	}
 
-	// A stop string ends generation and is not printed.
-	out, errOut, err = runCLI(t, "generate", "--model", model, "--prompt", "What is the capital of France?",
+	// A stop string ends generation and is not printed. The same question,
+	// from a --messages file.
+	msgs := filepath.Join(t.TempDir(), "chat.json")
+	if err := os.WriteFile(msgs, []byte(`[{"role": "user", "content": "What is the capital of France?"}]`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out, errOut, err = runCLI(t, "generate", "--model", model, "--messages", msgs,
 		"--max-tokens", "12", "--stop", "France is", "--stop", "unrelated")
 	if err != nil {
 		t.Fatalf("generate --stop: %v\nstderr:\n%s", err, errOut)
@@ -250,6 +255,52 @@ func TestStopFilter(t *testing.T) {
 		}
 		if sb.String() != tc.want || hit != tc.hit {
 			t.Errorf("stops %q, pieces %q: got %q (hit %v), want %q (hit %v)", tc.stops, tc.pieces, sb.String(), hit, tc.want, tc.hit)
+		}
+	}
+}
+
+func TestPromptMessages(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name, text string) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(text), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	list := write("list.json", `[{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello!"}, {"role": "user", "content": "Bye"}]`)
+	obj := write("obj.json", `{"messages": [{"role": "user", "content": "Hi"}]}`)
+	cases := []struct {
+		f     generateFlags
+		stdin string
+		want  string // roles and contents, or the error
+	}{
+		{generateFlags{prompt: "Hi"}, "", "user:Hi"},
+		{generateFlags{prompt: "Hi", system: "Be brief."}, "", "system:Be brief. user:Hi"},
+		{generateFlags{prompt: "-"}, "from stdin\n", "user:from stdin\n"},
+		{generateFlags{messagesFile: list}, "", "system:Be brief. user:Hi assistant:Hello! user:Bye"},
+		{generateFlags{messagesFile: obj, system: "S"}, "", "system:S user:Hi"},
+		{generateFlags{messagesFile: list, system: "S"}, "", "error: generate: --system given, but --messages already starts with a system message"},
+		{generateFlags{messagesFile: write("empty.json", `[]`)}, "", "no messages"},
+		{generateFlags{messagesFile: write("bad.json", `[{"role": "user", "content": 3}]`)}, "", "want a JSON list"},
+		{generateFlags{messagesFile: filepath.Join(dir, "none.json")}, "", "no such file"},
+	}
+	for _, tc := range cases {
+		cmd := newGenerateCmd()
+		cmd.SetIn(strings.NewReader(tc.stdin))
+		msgs, err := promptMessages(cmd, tc.f)
+		var got string
+		if err != nil {
+			got = "error: " + err.Error()
+		} else {
+			var parts []string
+			for _, m := range msgs {
+				parts = append(parts, m.Role+":"+m.Content)
+			}
+			got = strings.Join(parts, " ")
+		}
+		if !strings.Contains(got, tc.want) {
+			t.Errorf("%+v: got %q, want %q", tc.f, got, tc.want)
 		}
 	}
 }
