@@ -111,10 +111,12 @@ func Apply(m *llama.Model, s Settings, seed uint64) (*Adapters, error) {
 		for _, key := range s.ResolvedKeys() {
 			slot, err := m.Layers[i].Module(key)
 			if err != nil {
+				a.Remove()
 				return nil, err
 			}
 			base, ok := (*slot).(*llama.Linear)
 			if !ok {
+				a.Remove() // unwrap the layers wrapped so far
 				return nil, fmt.Errorf("layer %d %s already has an adapter", i, key)
 			}
 			id++
@@ -127,6 +129,7 @@ func Apply(m *llama.Model, s Settings, seed uint64) (*Adapters, error) {
 	}
 	sort.Strings(a.Names)
 	if err := mlx.Eval(a.Params()...); err != nil {
+		a.Remove()
 		return nil, fmt.Errorf("init adapters: %w", err)
 	}
 	return a, nil
@@ -266,6 +269,13 @@ func Load(m *llama.Model, dir string) (*Adapters, error) {
 	if s.Scale == 0 && s.Alpha == 0 {
 		return nil, fmt.Errorf("%s: lora_parameters.scale is missing", cfgPath)
 	}
+	check := s
+	if len(check.Keys) == 0 {
+		check.Keys = DefaultSettings().Keys // the keys come from the tensors below
+	}
+	if err := check.Validate(len(m.Layers)); err != nil {
+		return nil, fmt.Errorf("%s: %w", cfgPath, err)
+	}
 	wPath := filepath.Join(dir, "adapters.safetensors")
 	tensors, _, err := mlx.LoadSafetensors(wPath)
 	if err != nil {
@@ -284,9 +294,6 @@ func Load(m *llama.Model, dir string) (*Adapters, error) {
 		if len(s.Keys) == 0 {
 			return nil, fmt.Errorf("%s: lora_parameters.keys is missing and %s has no model.layers.N.<module>.lora_a tensors", cfgPath, wPath)
 		}
-	}
-	if err := s.Validate(len(m.Layers)); err != nil {
-		return nil, fmt.Errorf("%s: %w", cfgPath, err)
 	}
 	a, err := Apply(m, s, 0)
 	if err != nil {
