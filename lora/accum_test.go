@@ -17,7 +17,7 @@ import (
 // lr·sign(g) and would hide any error in the size of g; ε = 1 makes it
 // lr·g/(|g|+1), within 9% of lr·g (|g| < 0.09 here), so the update
 // carries the gradient's size.
-func oneStep(t *testing.T, train *data.Split, batch, accum int) (delta []float64, gradNorm float64) {
+func oneStep(t *testing.T, train *data.Split, batch, accum int, gradCheckpoint bool, dropout float64) (delta []float64, gradNorm float64) {
 	doMLX(t, func() error {
 		m, err := tinyModel(2, 9)
 		if err != nil {
@@ -28,12 +28,17 @@ func oneStep(t *testing.T, train *data.Split, batch, accum int) (delta []float64
 		cfg.LoRA.Keys = []string{"all-linear"}
 		cfg.Optimizer.LR, cfg.Optimizer.Eps, cfg.Optimizer.GradClip = 1, 1, 0
 		cfg.Training.BatchSize, cfg.Training.GradAccumulation, cfg.Training.MaxSteps = batch, accum, 1
+		cfg.Training.GradCheckpoint = gradCheckpoint
+		cfg.LoRA.Dropout = dropout
 		tr, err := NewTrainer(cfg, m, train, train, tokPad, RunMetadata{}, quietLog())
 		if err != nil {
 			return err
 		}
 		defer tr.Close()
 		defer tr.Adapters.Remove()
+		if tr.Model.Checkpointing != gradCheckpoint {
+			return fmt.Errorf("model.Checkpointing is %v", tr.Model.Checkpointing)
+		}
 		if err := setRandomB(tr.Adapters, 0.05, 2); err != nil {
 			return err
 		}
@@ -84,13 +89,13 @@ func TestAccumulationIsExact(t *testing.T) {
 	t.Logf("loss tokens per example: %v; lengths: %d %d %d %d", counts,
 		len(train.Examples[0].Tokens), len(train.Examples[1].Tokens), len(train.Examples[2].Tokens), len(train.Examples[3].Tokens))
 
-	ref, refNorm := oneStep(t, train, 4, 1)
+	ref, refNorm := oneStep(t, train, 4, 1, false, 0)
 	scale := maxAbs(ref)
 	if scale < 1e-4 {
 		t.Fatalf("the update is only %g in size", scale)
 	}
 	for _, c := range [][2]int{{1, 4}, {2, 2}} {
-		d, norm := oneStep(t, train, c[0], c[1])
+		d, norm := oneStep(t, train, c[0], c[1], false, 0)
 		diff := maxAbsDiff(d, ref)
 		t.Logf("batch %d × accumulation %d vs batch 4 × 1: max |update difference| %.3g (relative to the largest update %.3g: %.2g); grad norm %.7g vs %.7g",
 			c[0], c[1], diff, scale, diff/scale, norm, refNorm)
@@ -159,5 +164,22 @@ func TestAccumulationIsExact(t *testing.T) {
 	t.Logf("equal weighting of per-example means would move the gradient by %.3g of its largest entry", gap)
 	if gap < 1e-2 {
 		t.Errorf("the examples' token counts %v are too alike for this test to tell weightings apart (gap %g)", counts, gap)
+	}
+}
+
+// TestGradCheckpointSameUpdate: with gradient checkpointing (each block
+// recomputed in the backward pass, adapter parameters passed through) the
+// update equals the one without, at batch 2 × accumulation 2, with and
+// without dropout (the recomputation must draw the same masks).
+func TestGradCheckpointSameUpdate(t *testing.T) {
+	train := loadSplit(t, t.TempDir(), "train", trainPairs[:4])
+	for _, dropout := range []float64{0, 0.2} {
+		ref, refNorm := oneStep(t, train, 2, 2, false, dropout)
+		got, norm := oneStep(t, train, 2, 2, true, dropout)
+		diff := maxAbsDiff(got, ref)
+		t.Logf("dropout %g: checkpointed vs plain: max |update difference| %.3g of %.3g; grad norm %.7g vs %.7g", dropout, diff, maxAbs(ref), norm, refNorm)
+		if diff > 1e-5*maxAbs(ref) || math.Abs(norm-refNorm) > 1e-5*refNorm {
+			t.Errorf("dropout %g: gradient checkpointing changes the update by %g (grad norm %v vs %v)", dropout, diff, norm, refNorm)
+		}
 	}
 }
