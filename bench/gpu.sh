@@ -29,6 +29,19 @@ for d in cu13 cublas cuda_nvrtc cuda_runtime cudnn cufft nccl cusolver nvjitlink
   [ -d "$NV/$d/lib" ] && LD="$LD:$NV/$d/lib"
 done
 export LD_LIBRARY_PATH="${LD#:}${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+# MLX compiles some kernels at run time with NVRTC and needs the CUDA
+# headers, CCCL's included (cuda/std/...). It adds $CUDA_HOME/include to the
+# include path, but CUDA 13 keeps CCCL under include/cccl, so build a
+# CUDA_HOME whose include folder holds both.
+if [ -z "${CUDA_HOME:-}" ]; then
+  CUDA_HOME=/tmp/fungtrain-cuda-home
+  rm -rf "$CUDA_HOME" && mkdir -p "$CUDA_HOME/include"
+  for d in /usr/local/cuda/include/cccl/* /usr/local/cuda/include/*; do
+    [ -e "$CUDA_HOME/include/$(basename "$d")" ] || ln -s "$d" "$CUDA_HOME/include/$(basename "$d")"
+  done
+  export CUDA_HOME
+fi
+echo "CUDA_HOME=${CUDA_HOME:-unset}"
 SITE=/tmp/fungtrain-site
 rm -rf "$SITE" && python3 -m pip install -q --no-index --no-deps --no-compile --target "$SITE" .gpu2/*.whl
 cp -r third_party/mlx/mlx/lib "$SITE/mlx/lib"
