@@ -33,14 +33,13 @@ export LD_LIBRARY_PATH="${LD#:}${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 # headers, CCCL's included (cuda/std/...). It adds $CUDA_HOME/include to the
 # include path, but CUDA 13 keeps CCCL under include/cccl, so build a
 # CUDA_HOME whose include folder holds both.
-if [ -z "${CUDA_HOME:-}" ]; then
-  CUDA_HOME=/tmp/fungtrain-cuda-home
-  rm -rf "$CUDA_HOME" && mkdir -p "$CUDA_HOME/include"
-  for d in /usr/local/cuda/include/cccl/* /usr/local/cuda/include/*; do
-    [ -e "$CUDA_HOME/include/$(basename "$d")" ] || ln -s "$d" "$CUDA_HOME/include/$(basename "$d")"
-  done
-  export CUDA_HOME
-fi
+TOOLKIT="${CUDA_HOME:-/usr/local/cuda}"
+CUDA_HOME=/tmp/fungtrain-cuda-home
+rm -rf "$CUDA_HOME" && mkdir -p "$CUDA_HOME/include"
+for d in "$TOOLKIT"/include/cccl/* "$TOOLKIT"/include/*; do
+  [ -e "$CUDA_HOME/include/$(basename "$d")" ] || ln -s "$d" "$CUDA_HOME/include/$(basename "$d")"
+done
+export CUDA_HOME CUDA_PATH="$CUDA_HOME"
 echo "CUDA_HOME=${CUDA_HOME:-unset}"
 SITE=/tmp/fungtrain-site
 rm -rf "$SITE" && python3 -m pip install -q --no-index --no-deps --no-compile --target "$SITE" .gpu2/*.whl
