@@ -308,6 +308,11 @@ func round4(x float64) float64 { return math.Round(x*1e4) / 1e4 }
 // checkpoint and returns ErrInterrupted), or the loss stops being finite
 // (then the last good checkpoint is kept and an error returned).
 func (t *Trainer) Run(ctx context.Context) (*Summary, error) {
+	if t.state.Step >= t.totalSteps {
+		// Nothing to train; going on would rewrite the run's records
+		// (summary.json without its final losses).
+		return nil, fmt.Errorf("the run in %s already finished (step %d of %d); nothing to resume", t.out, t.state.Step, t.totalSteps)
+	}
 	if err := os.MkdirAll(t.out, 0o755); err != nil {
 		return nil, err
 	}

@@ -286,9 +286,13 @@ func TestTrainCLI(t *testing.T) {
 	if !strings.Contains(stdout, "done: 1 steps") || !strings.Contains(stdout, "adapters: "+out2) {
 		t.Errorf("train --set: stdout %q", stdout)
 	}
-	// Resuming a finished run does no more steps and keeps one history.
-	if stdout, stderr, err = runCLI(t, "train", "--resume", out); err != nil || !strings.Contains(stdout, "done: 4 steps") {
-		t.Errorf("train --resume of a finished run: %v\n%s\n%s", err, stdout, stderr)
+	// Resuming a finished run is refused and leaves its records alone.
+	summaryBefore, _ := os.ReadFile(filepath.Join(out, "summary.json"))
+	if _, _, err = runCLI(t, "train", "--resume", out); err == nil || !strings.Contains(err.Error(), "already finished (step 4 of 4)") {
+		t.Errorf("train --resume of a finished run: %v", err)
+	}
+	if after, _ := os.ReadFile(filepath.Join(out, "summary.json")); string(after) != string(summaryBefore) {
+		t.Errorf("resuming a finished run rewrote summary.json:\n%s\nwas\n%s", after, summaryBefore)
 	}
 	if train, eval := cliMetrics(t, out); fmt.Sprint(train) != seq(1, 4) || fmt.Sprint(eval) != "[0 2 4]" {
 		t.Errorf("after resume: train steps %v, eval steps %v", train, eval)
