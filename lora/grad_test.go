@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/fungtrain/fungtrain/data"
+	"github.com/fungtrain/fungtrain/llama"
 	"github.com/fungtrain/fungtrain/mlx"
 )
 
@@ -25,8 +26,8 @@ type gradProbe struct {
 // gradientProbes compares the trainer's gradient with central differences
 // on two random entries of every A and B of a 2-layer tiny model with
 // adapters on q, v, gate and down, B ~ N(0, 0.05), with the given dropout
-// (its masks held fixed).
-func gradientProbes(t *testing.T, train *data.Split, dropout float64) []gradProbe {
+// (its masks held fixed), over dense or 4-bit quantized base layers.
+func gradientProbes(t *testing.T, train *data.Split, dropout float64, quantized bool) []gradProbe {
 	var probes []gradProbe
 	doMLX(t, func() error {
 		m, err := tinyModel(2, 3)
@@ -34,6 +35,11 @@ func gradientProbes(t *testing.T, train *data.Split, dropout float64) []gradProb
 			return err
 		}
 		defer m.Free()
+		if quantized {
+			if err := quantizeLinears(m); err != nil {
+				return err
+			}
+		}
 		cfg := testConfig(t.TempDir())
 		cfg.LoRA.Keys = []string{"self_attn.q_proj", "self_attn.v_proj", "mlp.gate_proj", "mlp.down_proj"}
 		cfg.LoRA.Dropout = dropout
@@ -121,25 +127,35 @@ func gradientProbes(t *testing.T, train *data.Split, dropout float64) []gradProb
 // TestGradientsMatchFiniteDifferences: the gradients the trainer takes
 // (its value-and-grad over the masked mean cross-entropy of a padded
 // batch) match central finite differences on random A and B entries of
-// q, v, gate and down adapters in both layers, with dropout 0 and with
-// dropout 0.3 (fixed masks). Tolerance: |g - fd| <= 3e-6 + 5e-3·|fd|.
+// q, v, gate and down adapters in both layers, with dropout 0, with
+// dropout 0.3 (fixed masks), and over 4-bit quantized bases (QLoRA).
+// Tolerance: |g - fd| <= 3e-6 + 5e-3·|fd|.
 func TestGradientsMatchFiniteDifferences(t *testing.T) {
 	train := loadSplit(t, t.TempDir(), "train", trainPairs)
 	byDropout := map[float64][]gradProbe{}
-	for _, dropout := range []float64{0, 0.3} {
-		t.Run(fmt.Sprintf("dropout=%g", dropout), func(t *testing.T) {
-			probes := gradientProbes(t, train, dropout)
-			byDropout[dropout] = probes
+	for _, c := range []struct {
+		dropout   float64
+		quantized bool
+	}{{0, false}, {0.3, false}, {0, true}} {
+		dropout := c.dropout
+		t.Run(fmt.Sprintf("dropout=%g,quantized=%v", dropout, c.quantized), func(t *testing.T) {
+			probes := gradientProbes(t, train, dropout, c.quantized)
+			if !c.quantized {
+				byDropout[dropout] = probes
+			}
 			if len(probes) != 32 {
 				t.Fatalf("%d probes, want 32", len(probes))
 			}
-			worstRel, worstAbs, zero := 0.0, 0.0, 0
+			worstRel, worstRel3, worstAbs, zero := 0.0, 0.0, 0.0, 0
 			for _, p := range probes {
 				d := math.Abs(p.grad - p.fd)
 				rel := d / math.Abs(p.fd)
 				t.Logf("%-40s[%5d] grad %+.6e fd %+.6e rel %.1e", p.param, p.index, p.grad, p.fd, rel)
 				if math.Abs(p.fd) >= 1e-4 {
 					worstRel = math.Max(worstRel, rel)
+				}
+				if math.Abs(p.fd) >= 1e-3 {
+					worstRel3 = math.Max(worstRel3, rel)
 				}
 				worstAbs = math.Max(worstAbs, d)
 				if d > 3e-6+5e-3*math.Abs(p.fd) {
@@ -152,7 +168,7 @@ func TestGradientsMatchFiniteDifferences(t *testing.T) {
 			if zero > 0 {
 				t.Errorf("%d probed gradients are exactly 0", zero)
 			}
-			t.Logf("max |grad - fd| %.3g; max relative error where |fd| >= 1e-4: %.3g", worstAbs, worstRel)
+			t.Logf("max |grad - fd| %.3g; max relative error where |fd| >= 1e-4: %.3g, where |fd| >= 1e-3: %.3g", worstAbs, worstRel, worstRel3)
 		})
 	}
 	// The dropout masks were really applied: the same entries' gradients
@@ -190,4 +206,26 @@ func ce64(logits []float32, b data.Batch) float64 {
 		count += float64(w)
 	}
 	return sum / count
+}
+
+// quantizeLinears replaces every block linear of m by its 4-bit affine
+// quantization (group 32), as a QLoRA base (MLX thread).
+func quantizeLinears(m *llama.Model) error {
+	for _, b := range m.Layers {
+		for _, p := range llama.ModulePaths {
+			slot, err := b.Module(p)
+			if err != nil {
+				return err
+			}
+			l := (*slot).(*llama.Linear)
+			q, err := mlx.Quantize(l.Weight, 32, 4)
+			if err != nil {
+				return err
+			}
+			mlx.Detach(q.Weight, q.Scales, q.Biases)
+			l.Weight.Free()
+			l.Weight, l.Q = nil, &q
+		}
+	}
+	return nil
 }

@@ -189,18 +189,8 @@ func TestFuseMatchesUnfused(t *testing.T) {
 					return err
 				}
 				if quantized {
-					for _, b := range m.Layers {
-						for _, p := range llama.ModulePaths {
-							slot, _ := b.Module(p)
-							l := (*slot).(*llama.Linear)
-							q, err := mlx.Quantize(l.Weight, 32, 4)
-							if err != nil {
-								return err
-							}
-							mlx.Detach(q.Weight, q.Scales, q.Biases)
-							l.Weight.Free()
-							l.Weight, l.Q = nil, &q
-						}
+					if err := quantizeLinears(m); err != nil {
+						return err
 					}
 				}
 				if base, _, err = logitsOf(m); err != nil {
