@@ -29,6 +29,7 @@ type Options struct {
 	Warmup     int // unmeasured steps first
 	LoRA       lora.Settings
 	GradCkpt   bool
+	NoCompile  bool // trace the training step every time instead of compiling it
 	Seed       uint64
 	PromptFrac float64 // training: share of each sequence that is prompt (not loss-counted)
 }
@@ -47,6 +48,7 @@ type TrainResult struct {
 	Rank                int     `json:"rank"`
 	TrainableParams     int     `json:"trainable_params"`
 	GradCheckpoint      bool    `json:"grad_checkpoint"`
+	Compiled            bool    `json:"compiled"`
 	StepSeconds         float64 `json:"step_seconds"`
 	TokensPerSec        float64 `json:"tokens_per_sec"`
 	CountedTokensPerSec float64 `json:"counted_tokens_per_sec"`
@@ -140,6 +142,7 @@ func Train(o Options) (*TrainResult, error) {
 	cfg.Training.BatchSize = o.Batch
 	cfg.Training.GradAccumulation = 1
 	cfg.Training.GradCheckpoint = o.GradCkpt
+	cfg.Training.Compile = !o.NoCompile
 	cfg.Training.Seed = o.Seed
 	total := o.Warmup + o.Steps
 	cfg.Training.MaxSteps = total
@@ -152,7 +155,7 @@ func Train(o Options) (*TrainResult, error) {
 	defer tr.Close()
 	res := &TrainResult{Shape: name, Dtype: m.Dtype.String(), Backend: mlx.Backend(), Seq: o.Seq, Batch: o.Batch,
 		Steps: o.Steps, Warmup: o.Warmup, LoRAKeys: fmt.Sprint(s.ResolvedKeys()), LoRALayers: s.NumLayers,
-		Rank: s.Rank, TrainableParams: tr.Adapters.NumParams(), GradCheckpoint: o.GradCkpt}
+		Rank: s.Rank, TrainableParams: tr.Adapters.NumParams(), GradCheckpoint: o.GradCkpt, Compiled: !o.NoCompile}
 	for i := 0; i < o.Warmup; i++ {
 		if _, err := tr.Step(); err != nil {
 			return nil, fmt.Errorf("warm-up step %d: %w", i+1, err)

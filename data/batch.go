@@ -38,9 +38,18 @@ func Batches(examples []Example, batchSize int, epoch int, seed uint64) [][]int 
 // MakeBatch pads the examples at idx to the longest one (minus the final
 // token, which is only a target) and builds inputs, targets and weights.
 func MakeBatch(examples []Example, idx []int, padID int32) Batch {
+	return MakeBatchPadded(examples, idx, padID, 1)
+}
+
+// MakeBatchPadded is MakeBatch with the length rounded up to a multiple of
+// padTo, so that a compiled step sees few distinct shapes.
+func MakeBatchPadded(examples []Example, idx []int, padID int32, padTo int) Batch {
 	L := 0
 	for _, i := range idx {
 		L = max(L, len(examples[i].Tokens)-1)
+	}
+	if padTo > 1 {
+		L = (L + padTo - 1) / padTo * padTo
 	}
 	b := Batch{B: len(idx), L: L}
 	b.Inputs = make([]int32, b.B*L)

@@ -22,6 +22,14 @@ type Trainable interface {
 	SetParams([]*mlx.Array)
 }
 
+// Keyed is a Trainable with randomness (a dropout key) that must be
+// passed into a checkpointed block's recomputation, so the backward pass
+// sees the same masks as the forward pass.
+type Keyed interface {
+	DropoutKey() *mlx.Array
+	SetDropoutKey(*mlx.Array)
+}
+
 // Linear is y = x·Wᵀ + b, with W dense (out, in) or affine-quantized.
 type Linear struct {
 	Weight *mlx.Array     // dense weight, nil when quantized
@@ -116,6 +124,7 @@ type Block struct {
 	PostNorm  *mlx.Array // post_attention_layernorm.weight
 	eps       float32
 	ckpt      *mlx.Closure
+	ckptKeyed []bool // which trainables pass a dropout key into ckpt
 }
 
 // Model is a Llama 3.x causal language model.
@@ -265,19 +274,33 @@ func (b *Block) forwardCheckpointed(x *mlx.Array) *mlx.Array {
 	if b.ckpt == nil {
 		b.ckpt = mlx.NewClosure(func(in []*mlx.Array) ([]*mlx.Array, error) {
 			rest := in[1:]
-			for _, t := range b.trainables() {
+			for i, t := range b.trainables() {
 				n := len(t.Params())
 				old := t.Params()
 				t.SetParams(rest[:n])
 				defer t.SetParams(old)
 				rest = rest[n:]
+				if i < len(b.ckptKeyed) && b.ckptKeyed[i] {
+					k := t.(Keyed)
+					oldKey := k.DropoutKey()
+					k.SetDropoutKey(rest[0])
+					defer k.SetDropoutKey(oldKey)
+					rest = rest[1:]
+				}
 			}
 			return []*mlx.Array{b.Forward(in[0], nil)}, nil
 		})
 	}
+	// The layout is fixed for this forward and its backward, which run
+	// within one transform call.
+	b.ckptKeyed = make([]bool, len(ts))
 	inputs := []*mlx.Array{x}
-	for _, t := range ts {
+	for i, t := range ts {
 		inputs = append(inputs, t.Params()...)
+		if k, ok := t.(Keyed); ok && k.DropoutKey() != nil {
+			b.ckptKeyed[i] = true
+			inputs = append(inputs, k.DropoutKey())
+		}
 	}
 	out, err := b.ckpt.Checkpoint(inputs...)
 	if err != nil {

@@ -185,6 +185,27 @@ func (a *Adapters) SetEnabled(on bool) {
 	}
 }
 
+// dropoutKeys returns the current micro-batch's dropout key of every layer,
+// in name order, for passing into a compiled step.
+func (a *Adapters) dropoutKeys() []*mlx.Array {
+	keys := make([]*mlx.Array, len(a.Names))
+	for i, n := range a.Names {
+		keys[i] = a.Layers[n].dropoutKey()
+	}
+	return keys
+}
+
+// setKeys installs dropout keys (nil to derive them from the seed again).
+func (a *Adapters) setKeys(keys []*mlx.Array) {
+	for i, n := range a.Names {
+		if keys == nil {
+			a.Layers[n].key = nil
+		} else {
+			a.Layers[n].key = keys[i]
+		}
+	}
+}
+
 // Remove restores the base layers and frees the adapter parameters.
 func (a *Adapters) Remove() {
 	for _, n := range a.Names {

@@ -66,8 +66,11 @@ type TrainingConfig struct {
 	MaxSteps         int    `yaml:"max_steps" json:"max_steps"` // 0: from epochs
 	Seed             uint64 `yaml:"seed" json:"seed"`
 	GradCheckpoint   bool   `yaml:"grad_checkpoint" json:"grad_checkpoint"`
-	ReportEvery      int    `yaml:"report_every" json:"report_every"`
-	SaveEvery        int    `yaml:"save_every" json:"save_every"`
+	// Compile traces the training step once per batch shape with MLX
+	// compile and replays the fused graph afterwards.
+	Compile     bool `yaml:"compile" json:"compile"`
+	ReportEvery int  `yaml:"report_every" json:"report_every"`
+	SaveEvery   int  `yaml:"save_every" json:"save_every"`
 }
 
 // EvalConfig configures validation.
@@ -90,7 +93,7 @@ func DefaultRunConfig() RunConfig {
 		LoRA:      DefaultSettings(),
 		Optimizer: OptimizerConfig{Name: "adamw", LR: 1e-5, Beta1: 0.9, Beta2: 0.999, Eps: 1e-8, GradClip: 1.0},
 		Schedule:  ScheduleConfig{Name: "constant"},
-		Training: TrainingConfig{BatchSize: 1, GradAccumulation: 8, Epochs: 2, Seed: 42, ReportEvery: 10,
+		Training: TrainingConfig{BatchSize: 1, GradAccumulation: 8, Epochs: 2, Seed: 42, ReportEvery: 10, Compile: true,
 			SaveEvery: 100},
 		Eval:   EvalConfig{Every: 50, BatchSize: 1},
 		Output: OutputConfig{Dir: "runs/latest"},

@@ -23,7 +23,8 @@ type Layer struct {
 	id       uint64 // distinguishes the dropout masks of different layers
 	disabled bool   // run the base layer alone (for base-vs-adapter comparisons)
 	training bool
-	keySeed  uint64 // set per micro-batch while training
+	keySeed  uint64     // set per micro-batch while training
+	key      *mlx.Array // this micro-batch's dropout key, when passed in as an input
 }
 
 func newLayer(base *llama.Linear, rank int, scale float32, dropout float64, id uint64, seed uint64) *Layer {
@@ -45,13 +46,29 @@ func (l *Layer) Forward(x *mlx.Array) *mlx.Array {
 	}
 	h := x
 	if l.training && l.Dropout > 0 {
-		key := mlx.RandomKey(l.keySeed*1_000_003 + l.id)
+		key := l.key
+		if key == nil {
+			key = l.dropoutKey()
+		}
+		// A key is data: transforms that ask for gradients of every input
+		// (checkpointing) must not differentiate the random bits.
+		key = mlx.StopGradient(key)
 		keep := mlx.Bernoulli(1-l.Dropout, key, x.Shape()...)
 		h = mlx.MulScalar(mlx.Where(keep, x, mlx.Scalar(0, x.Dtype())), 1/(1-l.Dropout))
 	}
 	z := mlx.Matmul(mlx.Matmul(h, l.A), l.B)
 	return mlx.Add(y, mlx.AsType(mlx.MulScalar(z, float64(l.Scale)), y.Dtype()))
 }
+
+// dropoutKey is the key of this layer's dropout mask for the current
+// micro-batch.
+func (l *Layer) dropoutKey() *mlx.Array { return mlx.RandomKey(l.keySeed*1_000_003 + l.id) }
+
+// DropoutKey is the dropout key passed in for this micro-batch, if any.
+func (l *Layer) DropoutKey() *mlx.Array { return l.key }
+
+// SetDropoutKey installs a dropout key (nil to derive it from the seed).
+func (l *Layer) SetDropoutKey(k *mlx.Array) { l.key = k }
 
 // Params returns A and B.
 func (l *Layer) Params() []*mlx.Array { return []*mlx.Array{l.A, l.B} }

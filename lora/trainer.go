@@ -35,6 +35,8 @@ type Trainer struct {
 	Log      *slog.Logger
 
 	vag        *mlx.ValueAndGrad
+	step       *mlx.Closure // vag, compiled when configured
+	useKeys    bool         // dropout keys are step inputs
 	ce         *chunkedCE
 	out        string
 	totalSteps int
@@ -89,12 +91,24 @@ func NewTrainer(cfg RunConfig, m *llama.Model, train, valid *data.Split, padID i
 	}
 	t.ce = newChunkedCE(m)
 	nParams := len(ad.Params())
+	t.useKeys = cfg.LoRA.Dropout > 0
 	t.vag, err = mlx.NewValueAndGrad(t.lossFunc(nParams), argRange(nParams)...)
 	if err != nil {
 		ad.Remove()
 		t.Opt.Free()
 		t.ce.free()
 		return nil, err
+	}
+	t.step = mlx.NewClosure(func(in []*mlx.Array) ([]*mlx.Array, error) {
+		vals, grads, err := t.vag.Call(in...)
+		return append(vals, grads...), err
+	})
+	if cfg.Training.Compile {
+		if err := t.step.Compile(false); err != nil {
+			t.Close()
+			ad.Remove()
+			return nil, err
+		}
 	}
 	return t, nil
 }
@@ -109,6 +123,7 @@ func argRange(n int) []int {
 
 // Close frees the trainer's arrays (not the model's base weights).
 func (t *Trainer) Close() {
+	t.step.Free()
 	t.vag.Free()
 	t.Opt.Free()
 	t.ce.free()
@@ -121,8 +136,10 @@ func (t *Trainer) TotalSteps() int { return t.totalSteps }
 func (t *Trainer) State() TrainState { return t.state }
 
 // lossFunc builds the function whose gradient training takes. Its inputs
-// are the adapter parameters, then ids (B, L), targets (B, L), weights
-// (B, L) and the step's count of loss tokens; its outputs are the loss
+// are the adapter parameters, the layers' dropout keys (when dropout is on:
+// as inputs, a compiled step draws new masks each time), then ids (B, L),
+// targets (B, L), weights (B, L) and the step's count of loss tokens; its
+// outputs are the loss
 // normalised by that count, and the unnormalised sum. Normalising every
 // micro-batch by the whole step's count makes accumulated gradients equal
 // the gradient of the step's mean loss exactly.
@@ -131,10 +148,27 @@ func (t *Trainer) lossFunc(nParams int) mlx.Func {
 		old := t.Adapters.Params()
 		t.Adapters.SetParams(in[:nParams])
 		defer t.Adapters.SetParams(old)
-		ids, targets, weights, norm := in[nParams], in[nParams+1], in[nParams+2], in[nParams+3]
+		rest := in[nParams:]
+		if t.useKeys {
+			n := len(t.Adapters.Names)
+			t.Adapters.setKeys(rest[:n])
+			defer t.Adapters.setKeys(nil)
+			rest = rest[n:]
+		}
+		ids, targets, weights, norm := rest[0], rest[1], rest[2], rest[3]
 		sum := t.maskedCrossEntropySum(ids, targets, weights)
 		return []*mlx.Array{mlx.Divide(sum, norm), sum}, nil
 	}
+}
+
+// stepInputs lays out the inputs of lossFunc for the current parameters
+// and micro-batch.
+func (t *Trainer) stepInputs(ids, targets, weights, norm *mlx.Array) []*mlx.Array {
+	in := t.Adapters.Params()
+	if t.useKeys {
+		in = append(in, t.Adapters.dropoutKeys()...)
+	}
+	return append(in, ids, targets, weights, norm)
 }
 
 // maskedCrossEntropySum is Σ weight·(logsumexp(logits) - logit[target]),
@@ -159,6 +193,15 @@ func (t *Trainer) microBatch(g int) []int {
 	return gs[i]
 }
 
+// padTo is the multiple batch lengths are rounded up to: with a compiled
+// step each new shape costs a trace, so shapes are kept few.
+func (t *Trainer) padTo() int {
+	if t.Cfg.Training.Compile {
+		return 32
+	}
+	return 1
+}
+
 // stepResult is one optimizer update's outcome.
 type stepResult struct {
 	lossSum, counted float64
@@ -172,7 +215,7 @@ func (t *Trainer) trainStep(lr float64) (stepResult, error) {
 	var res stepResult
 	batches := make([]data.Batch, accum)
 	for k := range batches {
-		batches[k] = data.MakeBatch(t.Train.Examples, t.microBatch(t.state.Cursor+k), t.PadID)
+		batches[k] = data.MakeBatchPadded(t.Train.Examples, t.microBatch(t.state.Cursor+k), t.PadID, t.padTo())
 		res.counted += float64(batches[k].Counted)
 		res.tokens += batches[k].Tokens
 	}
@@ -190,12 +233,13 @@ func (t *Trainer) trainStep(lr float64) (stepResult, error) {
 		t.Adapters.SetTraining(true, t.state.Seed*1_000_033+uint64(t.state.Cursor+k))
 		ids, targets, weights := batchArrays(b)
 		norm := mlx.Scalar(res.counted, mlx.Float32)
-		vals, grads, err := t.vag.Call(append(t.Adapters.Params(), ids, targets, weights, norm)...)
+		outs, err := t.step.Call(t.stepInputs(ids, targets, weights, norm)...)
 		if err != nil {
 			s.Close()
 			freeAcc()
 			return res, err
 		}
+		vals, grads := outs[:2], outs[2:]
 		if acc != nil {
 			for i := range grads {
 				grads[i] = mlx.Add(acc[i], grads[i])
@@ -221,18 +265,25 @@ func (t *Trainer) trainStep(lr float64) (stepResult, error) {
 	t.Adapters.SetTraining(false, 0)
 	defer freeAcc()
 	if loss := res.lossSum / res.counted; math.IsNaN(loss) || math.IsInf(loss, 0) {
-		return res, fmt.Errorf("loss is %v at step %d", loss, t.state.Step+1)
+		return res, fmt.Errorf("loss is %v", loss)
 	}
 	s := mlx.NewScope()
 	defer s.Close()
 	grads, norm := ClipByGlobalNorm(acc, t.Cfg.Optimizer.GradClip)
-	old := t.Adapters.Params()
-	params := t.Opt.Update(old, grads, lr)
-	if err := mlx.Eval(append(append(params, norm), t.Opt.State()...)...); err != nil {
+	// A non-finite gradient must not reach the moments: check it first.
+	gn, err := norm.Item()
+	if err != nil {
 		return res, err
 	}
-	gn, _ := norm.Item()
+	if math.IsNaN(gn) || math.IsInf(gn, 0) {
+		return res, fmt.Errorf("gradient norm is %v", gn)
+	}
 	res.gradNorm = gn
+	old := t.Adapters.Params()
+	params := t.Opt.Update(old, grads, lr)
+	if err := mlx.Eval(append(params, t.Opt.State()...)...); err != nil {
+		return res, err
+	}
 	t.Adapters.SetParams(params)
 	for _, p := range old {
 		p.Free()

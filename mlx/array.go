@@ -332,7 +332,8 @@ func (a *Array) Float16s() ([]float16.Float16, error) { return read[float16.Floa
 // BF16s returns the elements as bfloat16.
 func (a *Array) BF16s() ([]BF16, error) { return read[BF16](a, BFloat16) }
 
-// Item returns the value of a one-element array as float64.
+// Item returns the value of a one-element array as float64. It reads the
+// array in its own dtype, so no new op is queued behind pending work.
 func (a *Array) Item() (float64, error) {
 	if err := a.Err(); err != nil {
 		return 0, err
@@ -340,14 +341,25 @@ func (a *Array) Item() (float64, error) {
 	if n := a.Size(); n != 1 {
 		return 0, fmt.Errorf("mlx: item of an array with %d elements", n)
 	}
-	if a.Dtype() == Int64 || a.Dtype() == Int32 || a.Dtype() == Uint32 {
-		v, err := a.Int64s()
-		if err != nil {
-			return 0, err
-		}
-		return float64(v[0]), nil
+	switch a.Dtype() {
+	case Float32:
+		v, err := read[float32](a, Float32)
+		return first(v, err)
+	case Int32:
+		v, err := read[int32](a, Int32)
+		return first(v, err)
+	case Uint32:
+		v, err := read[uint32](a, Uint32)
+		return first(v, err)
+	case Int64:
+		v, err := read[int64](a, Int64)
+		return first(v, err)
 	}
 	v, err := a.Float32s()
+	return first(v, err)
+}
+
+func first[T float32 | int32 | uint32 | int64](v []T, err error) (float64, error) {
 	if err != nil {
 		return 0, err
 	}

@@ -248,9 +248,15 @@ size_t fgt_array_nbytes(fgt_array a) { return A(a).nbytes(); }
 
 int fgt_array_read(fgt_array a, void* dst, size_t nbytes) {
   GUARD({
-    // Make the data row-contiguous, then copy it out.
-    mx::array c = mx::contiguous(A(a));
+    // Wait for this array alone. Building a new op on it (a copy or a
+    // cast) would queue behind everything already submitted to the stream,
+    // e.g. the next decode step, and serialise the pipeline.
+    mx::array c = A(a);
     c.eval();
+    if (!c.flags().row_contiguous) {
+      c = mx::contiguous(c);
+      c.eval();
+    }
     if (c.nbytes() != nbytes) throw std::invalid_argument("mlx: read buffer size mismatch");
     if (nbytes > 0) std::memcpy(dst, c.data<void>(), nbytes);
   });

@@ -76,6 +76,7 @@ alpha 8, dropout 0.1, the last 12 layers, q and v) on random sequences of
 	fl.IntVar(&o.LoRA.NumLayers, "lora-layers", 12, "LoRA on the last N layers")
 	fl.IntVar(&o.LoRA.Rank, "rank", 6, "LoRA rank")
 	fl.BoolVar(&o.GradCkpt, "grad-checkpoint", false, "recompute block activations in the backward pass")
+	fl.BoolVar(&o.NoCompile, "no-compile", false, "trace the training step every time instead of compiling it")
 	fl.Float64Var(&o.PromptFrac, "prompt-fraction", 0, "share of each sequence that is prompt (not loss-counted)")
 	fl.Uint64Var(&o.Seed, "seed", 42, "seed for weights and data")
 	fl.BoolVar(&asJSON, "json", false, "print JSON")
@@ -87,8 +88,8 @@ func printTable(w io.Writer, res any) error {
 	switch r := res.(type) {
 	case *bench.TrainResult:
 		fmt.Fprintf(tw, "model\t%s (%s, %s)\n", r.Shape, r.Dtype, r.Backend)
-		fmt.Fprintf(tw, "config\tseq %d, batch %d, LoRA r%d on %s of the last %d layers (%d params), grad checkpoint %v\n",
-			r.Seq, r.Batch, r.Rank, r.LoRAKeys, r.LoRALayers, r.TrainableParams, r.GradCheckpoint)
+		fmt.Fprintf(tw, "config\tseq %d, batch %d, LoRA r%d on %s of the last %d layers (%d params), grad checkpoint %v, compiled %v\n",
+			r.Seq, r.Batch, r.Rank, r.LoRAKeys, r.LoRALayers, r.TrainableParams, r.GradCheckpoint, r.Compiled)
 		fmt.Fprintf(tw, "steps\t%d measured after %d warm-up\n", r.Steps, r.Warmup)
 		fmt.Fprintf(tw, "step time\t%.3f s\n", r.StepSeconds)
 		fmt.Fprintf(tw, "tokens/sec\t%.1f (all), %.1f (loss-counted)\n", r.TokensPerSec, r.CountedTokensPerSec)
