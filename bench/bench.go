@@ -54,6 +54,8 @@ type TrainResult struct {
 	CountedTokensPerSec float64 `json:"counted_tokens_per_sec"`
 	PeakMemoryGiB       float64 `json:"peak_memory_gib"`
 	MaxRSSGiB           float64 `json:"max_rss_gib"`
+	WeightsGiB          float64 `json:"weights_gib"`      // MLX active memory after loading
+	ForwardPeakGiB      float64 `json:"forward_peak_gib"` // peak of one forward pass with the loss, no gradients
 	FinalLoss           float64 `json:"final_loss"`
 }
 
@@ -133,6 +135,7 @@ func Train(o Options) (*TrainResult, error) {
 		return nil, err
 	}
 	defer m.Free()
+	weights := mlx.ActiveMemory()
 	s := o.LoRA
 	if s.NumLayers > len(m.Layers) {
 		s.NumLayers = len(m.Layers)
@@ -161,6 +164,13 @@ func Train(o Options) (*TrainResult, error) {
 			return nil, fmt.Errorf("warm-up step %d: %w", i+1, err)
 		}
 	}
+	mlx.ClearCache()
+	mlx.ResetPeakMemory()
+	one := &data.Split{Name: "probe", Examples: split.Examples[:o.Batch]}
+	if _, _, err := lora.EvaluateLoss(m, one, o.Batch, 1, 0); err != nil {
+		return nil, err
+	}
+	res.WeightsGiB, res.ForwardPeakGiB = GiB(weights), GiB(mlx.PeakMemory())
 	mlx.ResetPeakMemory()
 	var tokens, counted int
 	t0 := time.Now()

@@ -1,13 +1,25 @@
 package lora
 
 import (
+	"os"
+	"strconv"
+
 	"github.com/fungtrain/fungtrain/llama"
 	"github.com/fungtrain/fungtrain/mlx"
 )
 
-// ceChunk is how many positions one cross-entropy chunk covers: with a
-// 128k vocabulary, 256 positions of float32 logits take 131 MB.
-const ceChunk = 256
+// defaultCEChunk is how many positions one cross-entropy chunk covers:
+// with a 128k vocabulary, 256 positions of float32 logits take 131 MB.
+// FUNGTRAIN_CE_CHUNK overrides it (0: one unchunked, uncheckpointed loss),
+// for memory experiments.
+const defaultCEChunk = 256
+
+func ceChunkSize() int {
+	if v, err := strconv.Atoi(os.Getenv("FUNGTRAIN_CE_CHUNK")); err == nil && v >= 0 {
+		return v
+	}
+	return defaultCEChunk
+}
 
 // chunkedCE computes Σ weight·(logsumexp(logits) - logit[target]) in
 // float32 without ever holding the whole (L, vocab) logits: each chunk of
@@ -16,10 +28,11 @@ const ceChunk = 256
 type chunkedCE struct {
 	model   *llama.Model
 	closure *mlx.Closure
+	chunk   int // 0: whole sequence, no checkpoint
 }
 
 func newChunkedCE(m *llama.Model) *chunkedCE {
-	c := &chunkedCE{model: m}
+	c := &chunkedCE{model: m, chunk: ceChunkSize()}
 	c.closure = mlx.NewClosure(func(in []*mlx.Array) ([]*mlx.Array, error) {
 		return []*mlx.Array{c.chunkSum(in[0], in[1], in[2])}, nil
 	})
@@ -43,9 +56,13 @@ func (c *chunkedCE) chunkSum(h, targets, weights *mlx.Array) *mlx.Array {
 // (evaluation) it skips checkpointing.
 func (c *chunkedCE) sum(h, targets, weights *mlx.Array, grad bool) *mlx.Array {
 	L := h.Dim(1)
+	chunk := c.chunk
+	if chunk == 0 {
+		chunk, grad = L, false
+	}
 	var total *mlx.Array
-	for start := 0; start < L; start += ceChunk {
-		end := min(start+ceChunk, L)
+	for start := 0; start < L; start += chunk {
+		end := min(start+chunk, L)
 		hc := mlx.SliceAxis(h, 1, start, end)
 		tc := mlx.SliceAxis(targets, 1, start, end)
 		wc := mlx.SliceAxis(weights, 1, start, end)

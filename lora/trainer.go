@@ -309,7 +309,7 @@ func EvaluateLoss(m *llama.Model, split *data.Split, batchSize, maxBatches int, 
 		groups = groups[:maxBatches]
 	}
 	total, count := 0.0, 0
-	ce := &chunkedCE{model: m}
+	ce := &chunkedCE{model: m, chunk: ceChunkSize()}
 	for _, g := range groups {
 		b := data.MakeBatch(split.Examples, g, padID)
 		s := mlx.NewScope()

@@ -94,6 +94,7 @@ func printTable(w io.Writer, res any) error {
 		fmt.Fprintf(tw, "step time\t%.3f s\n", r.StepSeconds)
 		fmt.Fprintf(tw, "tokens/sec\t%.1f (all), %.1f (loss-counted)\n", r.TokensPerSec, r.CountedTokensPerSec)
 		fmt.Fprintf(tw, "peak memory\t%.2f GiB (MLX), %.2f GiB (max RSS)\n", r.PeakMemoryGiB, r.MaxRSSGiB)
+		fmt.Fprintf(tw, "memory split\t%.2f GiB weights, %.2f GiB peak of a forward pass without gradients\n", r.WeightsGiB, r.ForwardPeakGiB)
 		fmt.Fprintf(tw, "final loss\t%.4f\n", r.FinalLoss)
 	case *bench.GenResult:
 		fmt.Fprintf(tw, "model\t%s (%s, %s)\n", r.Shape, r.Dtype, r.Backend)
