@@ -251,9 +251,15 @@ func (m *MLP) Forward(x *mlx.Array) *mlx.Array {
 }
 
 // Forward applies the block: pre-norm attention and MLP with residuals.
+//
+// What the block builds is freed when it returns, except its output: the
+// graph keeps what evaluation needs, so MLX can release each intermediate
+// as soon as it is consumed instead of holding a whole forward pass.
 func (b *Block) Forward(x *mlx.Array, cache *KVCache) *mlx.Array {
+	s := mlx.NewScope()
+	defer s.Close()
 	h := mlx.Add(x, b.Attn.Forward(mlx.RMSNorm(x, b.InputNorm, b.eps), cache))
-	return mlx.Add(h, b.MLP.Forward(mlx.RMSNorm(h, b.PostNorm, b.eps)))
+	return s.Keep(mlx.Add(h, b.MLP.Forward(mlx.RMSNorm(h, b.PostNorm, b.eps))))
 }
 
 func (b *Block) trainables() []Trainable {
@@ -327,6 +333,8 @@ func (m *Model) EmbedTokens(ids *mlx.Array) *mlx.Array {
 // Hidden runs the transformer on ids (B, L) and returns the final normed
 // hidden states (B, L, D). caches, if not nil, has one entry per layer.
 func (m *Model) Hidden(ids *mlx.Array, caches []*KVCache) *mlx.Array {
+	s := mlx.NewScope()
+	defer s.Close()
 	h := m.EmbedTokens(ids)
 	for i, b := range m.Layers {
 		switch {
@@ -338,7 +346,7 @@ func (m *Model) Hidden(ids *mlx.Array, caches []*KVCache) *mlx.Array {
 			h = b.Forward(h, nil)
 		}
 	}
-	return mlx.RMSNorm(h, m.Norm, float32(m.Config.RMSNormEps))
+	return s.Keep(mlx.RMSNorm(h, m.Norm, float32(m.Config.RMSNormEps)))
 }
 
 // Logits maps hidden states to vocabulary logits.

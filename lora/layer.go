@@ -38,11 +38,16 @@ func newLayer(base *llama.Linear, rank int, scale float32, dropout float64, id u
 	return &Layer{Base: base, A: a, B: b, Scale: scale, Dropout: dropout, id: id}
 }
 
-// Forward applies the adapted layer.
+// Forward applies the adapted layer. The low-rank product runs in the
+// activation dtype (A and B are cast; their gradients reach the float32
+// parameters through the cast), as mixed-precision PEFT does: in bf16 this
+// keeps no float32 copy of the activations for the backward pass.
 func (l *Layer) Forward(x *mlx.Array) *mlx.Array {
+	s := mlx.NewScope()
+	defer s.Close()
 	y := l.Base.Forward(x)
 	if l.disabled {
-		return y
+		return s.Keep(y)
 	}
 	h := x
 	if l.training && l.Dropout > 0 {
@@ -56,8 +61,9 @@ func (l *Layer) Forward(x *mlx.Array) *mlx.Array {
 		keep := mlx.Bernoulli(1-l.Dropout, key, x.Shape()...)
 		h = mlx.MulScalar(mlx.Where(keep, x, mlx.Scalar(0, x.Dtype())), 1/(1-l.Dropout))
 	}
-	z := mlx.Matmul(mlx.Matmul(h, l.A), l.B)
-	return mlx.Add(y, mlx.AsType(mlx.MulScalar(z, float64(l.Scale)), y.Dtype()))
+	dt := x.Dtype()
+	z := mlx.Matmul(mlx.Matmul(h, mlx.AsType(l.A, dt)), mlx.AsType(l.B, dt))
+	return s.Keep(mlx.Add(y, mlx.AsType(mlx.MulScalar(z, float64(l.Scale)), y.Dtype())))
 }
 
 // dropoutKey is the key of this layer's dropout mask for the current

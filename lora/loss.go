@@ -8,11 +8,14 @@ import (
 	"github.com/fungtrain/fungtrain/mlx"
 )
 
-// defaultCEChunk is how many positions one cross-entropy chunk covers:
-// with a 128k vocabulary, 256 positions of float32 logits take 131 MB.
-// FUNGTRAIN_CE_CHUNK overrides it (0: one unchunked, uncheckpointed loss),
-// for memory experiments.
-const defaultCEChunk = 256
+// defaultCEChunk is how many positions one cross-entropy chunk covers; 0
+// computes the loss over the whole sequence at once, without checkpoints.
+// Chunks of 256 positions (131 MB of float32 logits with a 128k
+// vocabulary) halve the loss's own footprint, but measured with the
+// compiled step they were slower and no smaller at the step's peak, on the
+// H100 (30.1k vs 32.0k tokens/s, 11.72 vs 11.57 GiB) and on the CPU, so the
+// default is 0 (docs/BENCHMARKS.md). FUNGTRAIN_CE_CHUNK overrides it.
+const defaultCEChunk = 0
 
 func ceChunkSize() int {
 	if v, err := strconv.Atoi(os.Getenv("FUNGTRAIN_CE_CHUNK")); err == nil && v >= 0 {
@@ -55,6 +58,8 @@ func (c *chunkedCE) chunkSum(h, targets, weights *mlx.Array) *mlx.Array {
 // sum returns the loss sum for hidden states h (B, L, D). With grad false
 // (evaluation) it skips checkpointing.
 func (c *chunkedCE) sum(h, targets, weights *mlx.Array, grad bool) *mlx.Array {
+	s := mlx.NewScope()
+	defer s.Close()
 	L := h.Dim(1)
 	chunk := c.chunk
 	if chunk == 0 {
@@ -66,21 +71,21 @@ func (c *chunkedCE) sum(h, targets, weights *mlx.Array, grad bool) *mlx.Array {
 		hc := mlx.SliceAxis(h, 1, start, end)
 		tc := mlx.SliceAxis(targets, 1, start, end)
 		wc := mlx.SliceAxis(weights, 1, start, end)
-		var s *mlx.Array
+		var part *mlx.Array
 		if grad {
 			out, err := c.closure.Checkpoint(hc, tc, wc)
 			if err != nil {
 				return mlx.ErrorArray(err)
 			}
-			s = out[0]
+			part = out[0]
 		} else {
-			s = c.chunkSum(hc, tc, wc)
+			part = c.chunkSum(hc, tc, wc)
 		}
 		if total == nil {
-			total = s
+			total = part
 		} else {
-			total = mlx.Add(total, s)
+			total = mlx.Add(total, part)
 		}
 	}
-	return total
+	return s.Keep(total)
 }
