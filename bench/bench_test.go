@@ -1,0 +1,114 @@
+package bench
+
+import (
+	"math"
+	"testing"
+
+	"github.com/fungtrain/fungtrain/lora"
+	"github.com/fungtrain/fungtrain/mlx"
+)
+
+func TestPerSecondAndGiB(t *testing.T) {
+	cases := []struct {
+		count   int
+		seconds float64
+		want    float64
+	}{
+		{1024, 0.5, 2048},
+		{10 * 1024, 0.43, 23813.953488372093},
+		{7, 0, 0}, // no time: no rate, never Inf
+		{0, 2, 0},
+	}
+	for _, c := range cases {
+		if got := PerSecond(c.count, c.seconds); math.Abs(got-c.want) > 1e-9 {
+			t.Errorf("PerSecond(%d, %g) = %g, want %g", c.count, c.seconds, got, c.want)
+		}
+	}
+	if got := GiB(3 << 30); got != 3 {
+		t.Errorf("GiB(3<<30) = %g", got)
+	}
+	if got := GiB(1536 << 20); got != 1.5 {
+		t.Errorf("GiB(1536 MiB) = %g", got)
+	}
+	if got := maxRSSBytes(2048); got != 2048*1024 {
+		t.Errorf("maxRSSBytes(2048 KiB) = %d", got)
+	}
+	if MaxRSS() <= 0 {
+		t.Errorf("MaxRSS() = %d, want a positive size", MaxRSS())
+	}
+}
+
+// TestSyntheticSplitCounts: seq inputs per example, and the targets of the
+// prompt share are not counted.
+func TestSyntheticSplitCounts(t *testing.T) {
+	cases := []struct {
+		seq         int
+		promptFrac  float64
+		wantCounted int
+	}{
+		{16, 0, 16},
+		{16, 0.5, 8},
+		{10, 0.25, 8}, // prompt = int(2.5) = 2 targets
+	}
+	for _, c := range cases {
+		s := SyntheticSplit(3, c.seq, 50, c.promptFrac, 1)
+		if len(s.Examples) != 3 {
+			t.Fatalf("%d examples", len(s.Examples))
+		}
+		for _, ex := range s.Examples {
+			if len(ex.Tokens) != c.seq+1 {
+				t.Fatalf("example has %d tokens, want %d", len(ex.Tokens), c.seq+1)
+			}
+			n := 0
+			for i, on := range ex.Counted {
+				if on {
+					n++
+				}
+				if i == 0 && on {
+					t.Fatal("the first token is never a target")
+				}
+			}
+			if n != c.wantCounted {
+				t.Errorf("seq %d prompt %.2f: %d counted targets, want %d", c.seq, c.promptFrac, n, c.wantCounted)
+			}
+			for _, id := range ex.Tokens {
+				if id < 0 || id >= 50 {
+					t.Fatalf("token %d outside the vocabulary", id)
+				}
+			}
+		}
+	}
+}
+
+// TestTrainCountsTokens: the reported rates over all and over counted
+// tokens stand in the ratio of counted to all targets, and the step count
+// and shape are as asked. Timing itself is not asserted.
+func TestTrainCountsTokens(t *testing.T) {
+	var r *TrainResult
+	err := mlx.Do(func() error {
+		var err error
+		r, err = Train(Options{Shape: "tiny", Dtype: "f32", Seq: 16, Batch: 2, Steps: 2, Warmup: 1,
+			LoRA: lora.DefaultSettings(), Seed: 3, PromptFrac: 0.25})
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Steps != 2 || r.Batch != 2 || r.Seq != 16 || r.LoRALayers != 4 {
+		t.Errorf("result describes %d steps, batch %d, seq %d, %d layers", r.Steps, r.Batch, r.Seq, r.LoRALayers)
+	}
+	// 16 inputs per row, 12 counted (targets 5..16).
+	if ratio := r.CountedTokensPerSec / r.TokensPerSec; math.Abs(ratio-12.0/16) > 1e-9 {
+		t.Errorf("counted/all rate ratio %g, want 0.75", ratio)
+	}
+	// Per layer: q (128×6 + 6×128) and v (128×6 + 6×64), on 4 layers.
+	if want := 4 * ((128*6 + 6*128) + (128*6 + 6*64)); r.TrainableParams != want {
+		t.Errorf("trainable params %d, want %d", r.TrainableParams, want)
+	}
+	if r.FinalLoss <= 0 || math.IsNaN(r.FinalLoss) {
+		t.Errorf("final loss %v", r.FinalLoss)
+	}
+	if r.PeakMemoryGiB <= 0 || r.WeightsGiB <= 0 || r.ForwardPeakGiB < r.WeightsGiB {
+		t.Errorf("memory figures: peak %g, weights %g, forward %g", r.PeakMemoryGiB, r.WeightsGiB, r.ForwardPeakGiB)
+	}
+}
