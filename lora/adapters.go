@@ -9,19 +9,39 @@ import (
 	"sort"
 	"strings"
 
+	"gopkg.in/yaml.v3"
+
 	"github.com/fungtrain/fungtrain/llama"
 	"github.com/fungtrain/fungtrain/mlx"
 )
 
 // Settings describe where and how adapters are placed.
 type Settings struct {
-	Rank      int      `yaml:"rank" json:"rank"`
-	Alpha     float64  `yaml:"alpha" json:"alpha"`
-	Dropout   float64  `yaml:"dropout" json:"dropout"`
-	NumLayers int      `yaml:"num_layers" json:"num_layers"` // the last N blocks; -1 for all
-	Keys      []string `yaml:"keys" json:"keys"`             // module paths, or ["all-linear"]
+	Rank      int     `yaml:"rank" json:"rank"`
+	Alpha     float64 `yaml:"alpha" json:"alpha"`
+	Dropout   float64 `yaml:"dropout" json:"dropout"`
+	NumLayers int     `yaml:"num_layers" json:"num_layers"` // the last N blocks; -1 for all
+	Keys      KeyList `yaml:"keys" json:"keys"`             // module paths, or all-linear
 	// Scale overrides alpha/rank when set (mlx-lm adapters store it).
 	Scale float64 `yaml:"scale,omitempty" json:"scale,omitempty"`
+}
+
+// KeyList is a list of module paths; in YAML a single string (such as
+// all-linear) is accepted as a one-item list.
+type KeyList []string
+
+// UnmarshalYAML accepts a sequence or a single scalar.
+func (k *KeyList) UnmarshalYAML(n *yaml.Node) error {
+	if n.Kind == yaml.ScalarNode {
+		*k = KeyList{n.Value}
+		return nil
+	}
+	var list []string
+	if err := n.Decode(&list); err != nil {
+		return err
+	}
+	*k = list
+	return nil
 }
 
 // DefaultSettings are the mission defaults: rank 6, alpha 8, dropout 0.1,

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -107,6 +108,9 @@ func runTrain(cmd *cobra.Command, f trainFlags) error {
 		if err != nil {
 			return err
 		}
+		if ck != "" {
+			keepRunStart(&meta, cfg.Output.Dir)
+		}
 		tr, err := lora.NewTrainer(cfg, b.Model, train, valid, padID(b), meta, log)
 		if err != nil {
 			return err
@@ -166,6 +170,21 @@ func runMetadata(cfg lora.RunConfig, splits ...*data.Split) (lora.RunMetadata, e
 	}
 	meta.ModelSHA256, meta.ModelHashOf = sum, of
 	return meta, nil
+}
+
+// keepRunStart carries a resumed run's original start time and earlier
+// resumes into its new metadata, and records this resume.
+func keepRunStart(meta *lora.RunMetadata, dir string) {
+	now := meta.Timestamp
+	b, err := os.ReadFile(filepath.Join(dir, "run_metadata.json"))
+	if err == nil {
+		var old lora.RunMetadata
+		if json.Unmarshal(b, &old) == nil && old.Timestamp != "" {
+			meta.Timestamp = old.Timestamp
+			meta.Resumed = old.Resumed
+		}
+	}
+	meta.Resumed = append(meta.Resumed, now)
 }
 
 func fileExists(p string) bool {

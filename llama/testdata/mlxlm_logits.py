@@ -17,6 +17,7 @@ adapter = sys.argv[3] if len(sys.argv) > 3 else None
 model, _ = load_model(Path(model_dir))
 if adapter:
     model = load_adapters(model, adapter)
+model.eval()  # MLX modules start in training mode: dropout would be on
 logits = model(mx.array([ids]))
 logits = logits.astype(mx.float32)
 mx.eval(logits)
