@@ -12,6 +12,8 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+
+	"github.com/fungtrain/fungtrain/internal/atomicfile"
 )
 
 // maxLine is the longest JSONL line accepted (a long transcript fits).
@@ -158,49 +160,13 @@ func decodeStrictJSON(b []byte, v any) error {
 	return nil
 }
 
-// writeFileAtomic writes path through a temporary file in the same
-// directory and renames it into place, so readers see the old or the new
-// file, never a partial one.
-func writeFileAtomic(path string, write func(w io.Writer) error) (err error) {
-	dir := filepath.Dir(path)
-	if err := os.MkdirAll(dir, 0o755); err != nil {
+// writeJSONLAtomic writes one JSON line per record, atomically, creating
+// the directory if needed.
+func writeJSONLAtomic[T any](path string, records []T) error {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return fmt.Errorf("create directory for %s: %w", path, err)
 	}
-	tmp, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
-	if err != nil {
-		return fmt.Errorf("create temporary file for %s: %w", path, err)
-	}
-	defer func() {
-		if err != nil {
-			tmp.Close()
-			os.Remove(tmp.Name())
-		}
-	}()
-	bw := bufio.NewWriterSize(tmp, 1<<16)
-	if err := write(bw); err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if err := bw.Flush(); err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if err := tmp.Sync(); err != nil {
-		return fmt.Errorf("sync %s: %w", path, err)
-	}
-	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("close %s: %w", path, err)
-	}
-	if err := os.Chmod(tmp.Name(), 0o644); err != nil {
-		return fmt.Errorf("chmod %s: %w", path, err)
-	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
-		return fmt.Errorf("rename into %s: %w", path, err)
-	}
-	return nil
-}
-
-// writeJSONLAtomic writes one JSON line per record, atomically.
-func writeJSONLAtomic[T any](path string, records []T) error {
-	return writeFileAtomic(path, func(w io.Writer) error {
+	return atomicfile.Write(path, func(w io.Writer) error {
 		enc := json.NewEncoder(w)
 		enc.SetEscapeHTML(false)
 		for i := range records {
@@ -212,9 +178,13 @@ func writeJSONLAtomic[T any](path string, records []T) error {
 	})
 }
 
-// writeJSONAtomic writes v as indented JSON, atomically.
+// writeJSONAtomic writes v as indented JSON, atomically, creating the
+// directory if needed.
 func writeJSONAtomic(path string, v any) error {
-	return writeFileAtomic(path, func(w io.Writer) error {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return fmt.Errorf("create directory for %s: %w", path, err)
+	}
+	return atomicfile.Write(path, func(w io.Writer) error {
 		enc := json.NewEncoder(w)
 		enc.SetEscapeHTML(false)
 		enc.SetIndent("", "  ")

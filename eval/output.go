@@ -5,8 +5,9 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
-	"path/filepath"
 	"strings"
+
+	"github.com/fungtrain/fungtrain/internal/atomicfile"
 )
 
 // WriteJSON writes r as indented JSON to path atomically: it writes a
@@ -17,12 +18,12 @@ func (r *Result) WriteJSON(path string) error {
 	if err != nil {
 		return fmt.Errorf("eval: encode %s: %w", path, err)
 	}
-	return writeFileAtomic(path, append(b, '\n'))
+	return atomicfile.WriteFile(path, append(b, '\n'))
 }
 
 // WriteMarkdown writes [Result.Markdown] to path atomically.
 func (r *Result) WriteMarkdown(path string) error {
-	return writeFileAtomic(path, []byte(r.Markdown()))
+	return atomicfile.WriteFile(path, []byte(r.Markdown()))
 }
 
 // ReadJSON reads a Result written by [Result.WriteJSON].
@@ -36,35 +37,6 @@ func ReadJSON(path string) (*Result, error) {
 		return nil, fmt.Errorf("eval: decode %s: %w", path, err)
 	}
 	return &r, nil
-}
-
-func writeFileAtomic(path string, data []byte) (err error) {
-	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*.tmp")
-	if err != nil {
-		return fmt.Errorf("eval: write %s: %w", path, err)
-	}
-	defer func() {
-		if err != nil {
-			f.Close()
-			os.Remove(f.Name())
-		}
-	}()
-	if _, err = f.Write(data); err != nil {
-		return fmt.Errorf("eval: write %s: %w", path, err)
-	}
-	if err = f.Chmod(0o644); err != nil {
-		return fmt.Errorf("eval: write %s: %w", path, err)
-	}
-	if err = f.Sync(); err != nil {
-		return fmt.Errorf("eval: write %s: %w", path, err)
-	}
-	if err = f.Close(); err != nil {
-		return fmt.Errorf("eval: write %s: %w", path, err)
-	}
-	if err = os.Rename(f.Name(), path); err != nil {
-		return fmt.Errorf("eval: write %s: %w", path, err)
-	}
-	return nil
 }
 
 // Markdown renders r as a markdown document: the header, the loss, a

@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 
+	"github.com/fungtrain/fungtrain/internal/atomicfile"
 	"github.com/fungtrain/fungtrain/mlx"
 )
 
@@ -68,5 +69,5 @@ func SaveModel(m *Model, dir string) error {
 	if err != nil {
 		return err
 	}
-	return WriteFileAtomic(filepath.Join(dir, "config.json"), append(b, '\n'))
+	return atomicfile.WriteFile(filepath.Join(dir, "config.json"), append(b, '\n'))
 }

@@ -11,6 +11,7 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/fungtrain/fungtrain/internal/atomicfile"
 	"github.com/fungtrain/fungtrain/llama"
 	"github.com/fungtrain/fungtrain/mlx"
 )
@@ -287,7 +288,7 @@ func (a *Adapters) Save(dir string) error {
 	if err != nil {
 		return err
 	}
-	return llama.WriteFileAtomic(filepath.Join(dir, "adapter_config.json"), append(b, '\n'))
+	return atomicfile.WriteFile(filepath.Join(dir, "adapter_config.json"), append(b, '\n'))
 }
 
 // Load reads an adapter directory written by fungtrain or mlx-lm and

@@ -9,7 +9,7 @@ import (
 	"sort"
 	"strings"
 
-	"github.com/fungtrain/fungtrain/llama"
+	"github.com/fungtrain/fungtrain/internal/atomicfile"
 	"github.com/fungtrain/fungtrain/mlx"
 )
 
@@ -70,7 +70,7 @@ func (t *Trainer) saveCheckpoint() error {
 	if err := os.Rename(tmp, final); err != nil {
 		return fmt.Errorf("publish checkpoint %s: %w", final, err)
 	}
-	if err := llama.WriteFileAtomic(filepath.Join(root, "latest"), []byte(name+"\n")); err != nil {
+	if err := atomicfile.WriteFile(filepath.Join(root, "latest"), []byte(name+"\n")); err != nil {
 		return err
 	}
 	t.Log.Debug("checkpoint saved", "dir", final)

@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/fungtrain/fungtrain/internal/atomicfile"
 	"github.com/fungtrain/fungtrain/llama"
 )
 
@@ -72,7 +73,7 @@ func writeJSON(path string, v any) error {
 	if err != nil {
 		return fmt.Errorf("encode %s: %w", path, err)
 	}
-	return llama.WriteFileAtomic(path, append(b, '\n'))
+	return atomicfile.WriteFile(path, append(b, '\n'))
 }
 
 func (t *Trainer) writeRecords() error {
@@ -80,7 +81,7 @@ func (t *Trainer) writeRecords() error {
 	if err != nil {
 		return err
 	}
-	if err := llama.WriteFileAtomic(filepath.Join(t.out, "config.yaml"), y); err != nil {
+	if err := atomicfile.WriteFile(filepath.Join(t.out, "config.yaml"), y); err != nil {
 		return err
 	}
 	t.Meta.TrainableParams = t.Adapters.NumParams()
@@ -113,7 +114,7 @@ func openMetrics(path string, keepThroughStep int) (*metricsWriter, error) {
 			kept.WriteByte('\n')
 		}
 	}
-	if err := llama.WriteFileAtomic(path, kept.Bytes()); err != nil {
+	if err := atomicfile.WriteFile(path, kept.Bytes()); err != nil {
 		return nil, err
 	}
 	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND, 0o644)

@@ -9,6 +9,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/fungtrain/fungtrain/internal/atomicfile"
 	"github.com/fungtrain/fungtrain/llama"
 	"github.com/fungtrain/fungtrain/lora"
 	"github.com/fungtrain/fungtrain/mlx"
@@ -78,7 +79,7 @@ func copyTokenizerFiles(model, out string) error {
 		if err != nil {
 			return err
 		}
-		if err := llama.WriteFileAtomic(filepath.Join(out, "tokenizer.json"), tj); err != nil {
+		if err := atomicfile.WriteFile(filepath.Join(out, "tokenizer.json"), tj); err != nil {
 			return err
 		}
 		cfg := map[string]any{}
@@ -86,7 +87,7 @@ func copyTokenizerFiles(model, out string) error {
 			cfg["chat_template"] = tmpl
 		}
 		b, _ := json.MarshalIndent(cfg, "", "  ")
-		return llama.WriteFileAtomic(filepath.Join(out, "tokenizer_config.json"), b)
+		return atomicfile.WriteFile(filepath.Join(out, "tokenizer_config.json"), b)
 	}
 	for _, name := range []string{"tokenizer.json", "tokenizer_config.json", "generation_config.json", "special_tokens_map.json", "chat_template.jinja"} {
 		src, err := os.Open(filepath.Join(model, name))
@@ -98,7 +99,7 @@ func copyTokenizerFiles(model, out string) error {
 		if err != nil {
 			return err
 		}
-		if err := llama.WriteFileAtomic(filepath.Join(out, name), b); err != nil {
+		if err := atomicfile.WriteFile(filepath.Join(out, name), b); err != nil {
 			return err
 		}
 	}

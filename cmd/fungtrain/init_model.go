@@ -9,6 +9,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/fungtrain/fungtrain/internal/atomicfile"
 	"github.com/fungtrain/fungtrain/llama"
 	"github.com/fungtrain/fungtrain/mlx"
 )
@@ -157,5 +158,5 @@ func copyTokFile(src, dst string) error {
 	if err != nil {
 		return err
 	}
-	return llama.WriteFileAtomic(dst, b)
+	return atomicfile.WriteFile(dst, b)
 }
