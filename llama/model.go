@@ -39,12 +39,10 @@ type Linear struct {
 
 // Forward applies the layer.
 func (l *Linear) Forward(x *mlx.Array) *mlx.Array {
-	var y *mlx.Array
-	if l.Q != nil {
-		y = mlx.QuantizedMatmul(x, *l.Q, true)
-	} else {
-		y = mlx.Matmul(x, mlx.Transpose(l.Weight))
+	if l.Q == nil {
+		return mlx.Linear(x, l.Weight, l.Bias)
 	}
+	y := mlx.QuantizedMatmul(x, *l.Q, true)
 	if l.Bias != nil {
 		y = mlx.Add(y, l.Bias)
 	}

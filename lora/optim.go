@@ -1,6 +1,7 @@
 package lora
 
 import (
+	"fmt"
 	"math"
 
 	"github.com/fungtrain/fungtrain/mlx"
@@ -109,4 +110,96 @@ func LearningRate(s ScheduleConfig, peak float64, step, total int) float64 {
 	progress := float64(step-s.WarmupSteps) / float64(span-1)
 	progress = math.Min(math.Max(progress, 0), 1)
 	return s.MinLR + (peak-s.MinLR)*0.5*(1+math.Cos(math.Pi*progress))
+}
+
+// fusedUpdate is the whole optimizer update — global-norm clipping, AdamW
+// with bias correction, and a guard that leaves everything unchanged when
+// the gradient norm is not finite — as one compiled MLX function, so an
+// update is a handful of fused kernels instead of hundreds of small ones.
+// Its inputs are params, grads, M and V (n each) and four scalars: the
+// step size lr/(1-β1ᵗ), 1/(1-β2ᵗ), the decay factor 1-lr·wd and the clip
+// norm (0: none). Its outputs are the new params, M and V, and the norm.
+type fusedUpdate struct {
+	n  int
+	fn *mlx.Closure
+}
+
+func newFusedUpdate(o *AdamW, n int) (*fusedUpdate, error) {
+	b1, b2, eps := o.Beta1, o.Beta2, o.Eps
+	f := mlx.NewClosure(func(in []*mlx.Array) ([]*mlx.Array, error) {
+		p, g, m, v := in[:n], in[n:2*n], in[2*n:3*n], in[3*n:4*n]
+		stepSize, invC2, decay, maxNorm := in[4*n], in[4*n+1], in[4*n+2], in[4*n+3]
+		var sq *mlx.Array
+		for _, gi := range g {
+			s := mlx.Sum(mlx.Square(gi), false)
+			if sq == nil {
+				sq = s
+			} else {
+				sq = mlx.Add(sq, s)
+			}
+		}
+		norm := mlx.Sqrt(sq)
+		one := mlx.Scalar(1, mlx.Float32)
+		clip := mlx.Minimum(one, mlx.Divide(maxNorm, mlx.AddScalar(norm, 1e-6)))
+		scale := mlx.Where(mlx.Greater(maxNorm, mlx.Scalar(0, mlx.Float32)), clip, one)
+		finite := mlx.LogicalNot(mlx.LogicalOr(mlx.IsNaN(norm), mlx.IsInf(norm)))
+		out := make([]*mlx.Array, 3*n+1)
+		for i := 0; i < n; i++ {
+			gi := mlx.Multiply(g[i], scale)
+			mi := mlx.Add(mlx.MulScalar(m[i], b1), mlx.MulScalar(gi, 1-b1))
+			vi := mlx.Add(mlx.MulScalar(v[i], b2), mlx.MulScalar(mlx.Square(gi), 1-b2))
+			step := mlx.Divide(mlx.Multiply(mi, stepSize), mlx.AddScalar(mlx.Sqrt(mlx.Multiply(vi, invC2)), eps))
+			pi := mlx.Subtract(mlx.Multiply(p[i], decay), step)
+			out[i] = mlx.Where(finite, pi, p[i])
+			out[n+i] = mlx.Where(finite, mi, m[i])
+			out[2*n+i] = mlx.Where(finite, vi, v[i])
+		}
+		out[3*n] = norm
+		return out, nil
+	})
+	if err := f.Compile(false); err != nil {
+		f.Free()
+		return nil, err
+	}
+	return &fusedUpdate{n: n, fn: f}, nil
+}
+
+func (u *fusedUpdate) free() { u.fn.Free() }
+
+// apply runs one update at learning rate lr, replacing the optimizer's
+// moments, and returns the new (detached, evaluated) params and the
+// gradient norm before clipping. When the norm is not finite nothing
+// changes and an error is returned.
+func (u *fusedUpdate) apply(o *AdamW, params, grads []*mlx.Array, lr, maxNorm float64) ([]*mlx.Array, float64, error) {
+	s := mlx.NewScope()
+	defer s.Close()
+	t := float64(o.Step + 1)
+	c1, c2 := 1-math.Pow(o.Beta1, t), 1-math.Pow(o.Beta2, t)
+	in := append(append(append(append([]*mlx.Array{}, params...), grads...), o.M...), o.V...)
+	in = append(in, mlx.Scalar(lr/c1, mlx.Float32), mlx.Scalar(1/c2, mlx.Float32),
+		mlx.Scalar(1-lr*o.WeightDecay, mlx.Float32), mlx.Scalar(maxNorm, mlx.Float32))
+	out, err := u.fn.Call(in...)
+	if err != nil {
+		return nil, 0, err
+	}
+	if err := mlx.Eval(out...); err != nil {
+		return nil, 0, err
+	}
+	norm, err := out[3*u.n].Item()
+	if err != nil {
+		return nil, 0, err
+	}
+	if math.IsNaN(norm) || math.IsInf(norm, 0) {
+		return nil, norm, fmt.Errorf("gradient norm is %v", norm)
+	}
+	n := u.n
+	s.KeepAll(out[:3*n])
+	mlx.Detach(out[:3*n]...)
+	for i := 0; i < n; i++ {
+		o.M[i].Free()
+		o.V[i].Free()
+		o.M[i], o.V[i] = out[n+i], out[2*n+i]
+	}
+	o.Step++
+	return out[:n], norm, nil
 }

@@ -36,6 +36,7 @@ type Trainer struct {
 
 	vag        *mlx.ValueAndGrad
 	step       *mlx.Closure // vag, compiled when configured
+	update     *fusedUpdate // clip + AdamW, compiled
 	useKeys    bool         // dropout keys are step inputs
 	ce         *chunkedCE
 	out        string
@@ -103,6 +104,11 @@ func NewTrainer(cfg RunConfig, m *llama.Model, train, valid *data.Split, padID i
 		vals, grads, err := t.vag.Call(in...)
 		return append(vals, grads...), err
 	})
+	if t.update, err = newFusedUpdate(t.Opt, nParams); err != nil {
+		t.Close()
+		ad.Remove()
+		return nil, err
+	}
 	if cfg.Training.Compile {
 		if err := t.step.Compile(false); err != nil {
 			t.Close()
@@ -123,6 +129,9 @@ func argRange(n int) []int {
 
 // Close frees the trainer's arrays (not the model's base weights).
 func (t *Trainer) Close() {
+	if t.update != nil {
+		t.update.free()
+	}
 	t.step.Free()
 	t.vag.Free()
 	t.Opt.Free()
@@ -267,23 +276,12 @@ func (t *Trainer) trainStep(lr float64) (stepResult, error) {
 	if loss := res.lossSum / res.counted; math.IsNaN(loss) || math.IsInf(loss, 0) {
 		return res, fmt.Errorf("loss is %v", loss)
 	}
-	s := mlx.NewScope()
-	defer s.Close()
-	grads, norm := ClipByGlobalNorm(acc, t.Cfg.Optimizer.GradClip)
-	// A non-finite gradient must not reach the moments: check it first.
-	gn, err := norm.Item()
+	old := t.Adapters.Params()
+	params, gn, err := t.update.apply(t.Opt, old, acc, lr, t.Cfg.Optimizer.GradClip)
 	if err != nil {
 		return res, err
 	}
-	if math.IsNaN(gn) || math.IsInf(gn, 0) {
-		return res, fmt.Errorf("gradient norm is %v", gn)
-	}
 	res.gradNorm = gn
-	old := t.Adapters.Params()
-	params := t.Opt.Update(old, grads, lr)
-	if err := mlx.Eval(append(params, t.Opt.State()...)...); err != nil {
-		return res, err
-	}
 	t.Adapters.SetParams(params)
 	for _, p := range old {
 		p.Free()

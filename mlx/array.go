@@ -23,6 +23,7 @@ import (
 // error of the op that should have produced it.
 type Array struct {
 	c       C.fgt_array
+	shape   []int // cached on first query: an array's shape never changes
 	err     error
 	scope   *Scope
 	cleanup runtime.Cleanup
@@ -120,30 +121,46 @@ func (a *Array) Ndim() int {
 	if !a.Valid() {
 		return 0
 	}
-	return int(C.fgt_array_ndim(a.c))
+	return len(a.dims())
+}
+
+// dims returns the cached shape, fetching it in one call the first time.
+// Callers must not modify it.
+func (a *Array) dims() []int {
+	if a.shape == nil {
+		var buf [16]C.int
+		n := int(C.fgt_array_shape_n(a.c, &buf[0], 16))
+		shape := make([]int, n)
+		if n > len(buf) {
+			big := make([]C.int, n)
+			C.fgt_array_shape(a.c, &big[0])
+			for i, v := range big {
+				shape[i] = int(v)
+			}
+		} else {
+			for i := range shape {
+				shape[i] = int(buf[i])
+			}
+		}
+		a.shape = shape
+	}
+	return a.shape
 }
 
 // Shape is the array's shape (nil for an invalid array).
 func (a *Array) Shape() []int {
-	n := a.Ndim()
-	if n == 0 {
-		if a.Valid() {
-			return []int{}
-		}
+	if !a.Valid() {
 		return nil
 	}
-	buf := make([]C.int, n)
-	C.fgt_array_shape(a.c, &buf[0])
-	out := make([]int, n)
-	for i, v := range buf {
-		out[i] = int(v)
-	}
-	return out
+	return append([]int{}, a.dims()...)
 }
 
 // Dim is the size of axis i; negative i counts from the end.
 func (a *Array) Dim(i int) int {
-	s := a.Shape()
+	if !a.Valid() {
+		return 0
+	}
+	s := a.dims()
 	if i < 0 {
 		i += len(s)
 	}

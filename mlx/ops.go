@@ -395,6 +395,20 @@ func Clip(a, lo, hi *Array) *Array {
 	return result("Clip", C.fgt_clip(a.c, cOpt(lo), cOpt(hi), &out), out)
 }
 
+// Linear is x·wᵀ (+ bias when not nil): a linear layer with w stored
+// (out, in), in one call.
+func Linear(x, w, bias *Array) *Array {
+	in := []*Array{x, w}
+	if bias != nil {
+		in = append(in, bias)
+	}
+	if err := inputsErr("Linear", in...); err != nil {
+		return errArray(err)
+	}
+	var out C.fgt_array
+	return result("Linear", C.fgt_linear(x.c, w.c, cOpt(bias), &out), out)
+}
+
 // Addmm is alpha*(a@b) + beta*c.
 func Addmm(c, a, b *Array, alpha, beta float32) *Array {
 	if err := inputsErr("Addmm", c, a, b); err != nil {

@@ -242,6 +242,12 @@ void fgt_array_shape(fgt_array a, int* shape) {
   for (size_t i = 0; i < s.size(); i++) shape[i] = s[i];
 }
 
+int fgt_array_shape_n(fgt_array a, int* shape, int cap) {
+  auto& s = A(a).shape();
+  for (size_t i = 0; i < s.size() && static_cast<int>(i) < cap; i++) shape[i] = s[i];
+  return static_cast<int>(s.size());
+}
+
 int fgt_array_dtype(fgt_array a) { return from_dtype(A(a).dtype()); }
 size_t fgt_array_size(fgt_array a) { return A(a).size(); }
 size_t fgt_array_nbytes(fgt_array a) { return A(a).nbytes(); }
@@ -381,6 +387,14 @@ int fgt_clip(fgt_array a, fgt_array lo, fgt_array hi, fgt_array* out) {
 
 int fgt_softmax(fgt_array a, const int* axes, int naxes, int precise, fgt_array* out) {
   GUARD({ *out = wrap(mx::softmax(A(a), to_ints(axes, naxes), precise != 0)); });
+}
+
+int fgt_linear(fgt_array x, fgt_array w, fgt_array bias, fgt_array* out) {
+  GUARD({
+    auto y = mx::matmul(A(x), mx::transpose(A(w)));
+    if (bias != nullptr) y = mx::add(y, A(bias));
+    *out = wrap(std::move(y));
+  });
 }
 
 int fgt_addmm(fgt_array c, fgt_array a, fgt_array b, float alpha, float beta, fgt_array* out) {

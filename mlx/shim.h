@@ -46,6 +46,7 @@ void fgt_array_free(fgt_array a);
 int fgt_array_copy(fgt_array a, fgt_array* out);
 int fgt_array_ndim(fgt_array a);
 void fgt_array_shape(fgt_array a, int* shape);
+int fgt_array_shape_n(fgt_array a, int* shape, int cap);  // writes up to cap dims, returns ndim
 int fgt_array_dtype(fgt_array a);
 size_t fgt_array_size(fgt_array a);
 size_t fgt_array_nbytes(fgt_array a);
@@ -62,6 +63,7 @@ int fgt_axis_op(int op, fgt_array a, int axis, fgt_array* out);
 int fgt_where(fgt_array c, fgt_array a, fgt_array b, fgt_array* out);
 int fgt_clip(fgt_array a, fgt_array lo, fgt_array hi, fgt_array* out);
 int fgt_softmax(fgt_array a, const int* axes, int naxes, int precise, fgt_array* out);
+int fgt_linear(fgt_array x, fgt_array w, fgt_array bias, fgt_array* out);  // x·wᵀ (+ bias)
 int fgt_addmm(fgt_array c, fgt_array a, fgt_array b, float alpha, float beta, fgt_array* out);
 int fgt_astype(fgt_array a, int dtype, fgt_array* out);
 
