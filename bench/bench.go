@@ -30,6 +30,7 @@ type Options struct {
 	LoRA       lora.Settings
 	GradCkpt   bool
 	NoCompile  bool // trace the training step every time instead of compiling it
+	LossChunk  int  // training.loss_chunk
 	Seed       uint64
 	PromptFrac float64 // training: share of each sequence that is prompt (not loss-counted)
 }
@@ -146,6 +147,7 @@ func Train(o Options) (*TrainResult, error) {
 	cfg.Training.GradAccumulation = 1
 	cfg.Training.GradCheckpoint = o.GradCkpt
 	cfg.Training.Compile = !o.NoCompile
+	cfg.Training.LossChunk = o.LossChunk
 	cfg.Training.Seed = o.Seed
 	total := o.Warmup + o.Steps
 	cfg.Training.MaxSteps = total

@@ -18,6 +18,11 @@ import (
 // lr·g/(|g|+1), within 9% of lr·g (|g| < 0.09 here), so the update
 // carries the gradient's size.
 func oneStep(t *testing.T, train *data.Split, batch, accum int, gradCheckpoint bool, dropout float64) (delta []float64, gradNorm float64) {
+	return oneStepWith(t, train, batch, accum, gradCheckpoint, dropout, 0)
+}
+
+// oneStepWith is oneStep with a loss chunk (training.loss_chunk).
+func oneStepWith(t *testing.T, train *data.Split, batch, accum int, gradCheckpoint bool, dropout float64, lossChunk int) (delta []float64, gradNorm float64) {
 	doMLX(t, func() error {
 		m, err := tinyModel(2, 9)
 		if err != nil {
@@ -29,6 +34,7 @@ func oneStep(t *testing.T, train *data.Split, batch, accum int, gradCheckpoint b
 		cfg.Optimizer.LR, cfg.Optimizer.Eps, cfg.Optimizer.GradClip = 1, 1, 0
 		cfg.Training.BatchSize, cfg.Training.GradAccumulation, cfg.Training.MaxSteps = batch, accum, 1
 		cfg.Training.GradCheckpoint = gradCheckpoint
+		cfg.Training.LossChunk = lossChunk
 		cfg.LoRA.Dropout = dropout
 		tr, err := NewTrainer(cfg, m, train, train, tokPad, RunMetadata{}, quietLog())
 		if err != nil {

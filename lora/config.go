@@ -68,9 +68,12 @@ type TrainingConfig struct {
 	GradCheckpoint   bool   `yaml:"grad_checkpoint" json:"grad_checkpoint"`
 	// Compile traces the training step once per batch shape with MLX
 	// compile and replays the fused graph afterwards.
-	Compile     bool `yaml:"compile" json:"compile"`
-	ReportEvery int  `yaml:"report_every" json:"report_every"`
-	SaveEvery   int  `yaml:"save_every" json:"save_every"`
+	Compile bool `yaml:"compile" json:"compile"`
+	// LossChunk computes the cross-entropy in chunks of this many positions
+	// under checkpointing (0: the whole sequence); see lora/loss.go.
+	LossChunk   int `yaml:"loss_chunk" json:"loss_chunk"`
+	ReportEvery int `yaml:"report_every" json:"report_every"`
+	SaveEvery   int `yaml:"save_every" json:"save_every"`
 }
 
 // EvalConfig configures validation.
@@ -256,6 +259,9 @@ func (c RunConfig) Validate() error {
 	}
 	if t.Epochs < 1 && t.MaxSteps < 1 {
 		bad("training.epochs or training.max_steps must be at least 1")
+	}
+	if t.LossChunk < 0 {
+		bad("training.loss_chunk must be non-negative, got %d", t.LossChunk)
 	}
 	if t.MaxSteps < 0 || t.ReportEvery < 1 || t.SaveEvery < 0 {
 		bad("training.max_steps must be >= 0, report_every >= 1 and save_every >= 0")

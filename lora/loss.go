@@ -1,28 +1,18 @@
 package lora
 
 import (
-	"os"
-	"strconv"
-
 	"github.com/fungtrain/fungtrain/llama"
 	"github.com/fungtrain/fungtrain/mlx"
 )
 
-// defaultCEChunk is how many positions one cross-entropy chunk covers; 0
-// computes the loss over the whole sequence at once, without checkpoints.
-// Chunks of 256 positions (131 MB of float32 logits with a 128k
-// vocabulary) halve the loss's own footprint, but measured with the
-// compiled step they were slower and no smaller at the step's peak, on the
-// H100 (30.1k vs 32.0k tokens/s, 11.72 vs 11.57 GiB) and on the CPU, so the
-// default is 0 (docs/BENCHMARKS.md). FUNGTRAIN_CE_CHUNK overrides it.
-const defaultCEChunk = 0
-
-func ceChunkSize() int {
-	if v, err := strconv.Atoi(os.Getenv("FUNGTRAIN_CE_CHUNK")); err == nil && v >= 0 {
-		return v
-	}
-	return defaultCEChunk
-}
+// The loss chunk (training.loss_chunk) is how many positions one chunk of
+// the cross-entropy covers; 0 computes it over the whole sequence at once.
+// Chunks of 256 positions (131 MB of float32 logits with a 128k vocabulary)
+// run the LM head and the loss under gradient checkpointing, so the whole
+// logits never exist in the backward pass: on a 64k-vocabulary model this
+// cut the step's peak by a third — but only with training.compile off;
+// with the compiled step the peak stays (see docs/BENCHMARKS.md), so the
+// default is 0.
 
 // chunkedCE computes Σ weight·(logsumexp(logits) - logit[target]) in
 // float32 without ever holding the whole (L, vocab) logits: each chunk of
@@ -34,8 +24,8 @@ type chunkedCE struct {
 	chunk   int // 0: whole sequence, no checkpoint
 }
 
-func newChunkedCE(m *llama.Model) *chunkedCE {
-	c := &chunkedCE{model: m, chunk: ceChunkSize()}
+func newChunkedCE(m *llama.Model, chunk int) *chunkedCE {
+	c := &chunkedCE{model: m, chunk: chunk}
 	c.closure = mlx.NewClosure(func(in []*mlx.Array) ([]*mlx.Array, error) {
 		return []*mlx.Array{c.chunkSum(in[0], in[1], in[2])}, nil
 	})

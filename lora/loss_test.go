@@ -6,14 +6,12 @@ import (
 )
 
 // TestChunkedLossSameUpdate: the chunked, checkpointed cross-entropy
-// (FUNGTRAIN_CE_CHUNK=3: several chunks per sequence, the last one short)
+// (loss_chunk 3: several chunks per sequence, the last one short)
 // gives the same update and gradient norm as the whole-sequence loss.
 func TestChunkedLossSameUpdate(t *testing.T) {
 	train := loadSplit(t, t.TempDir(), "train", trainPairs[:4])
-	t.Setenv("FUNGTRAIN_CE_CHUNK", "0")
-	ref, refNorm := oneStep(t, train, 4, 1, false, 0)
-	t.Setenv("FUNGTRAIN_CE_CHUNK", "3")
-	got, norm := oneStep(t, train, 4, 1, false, 0)
+	ref, refNorm := oneStepWith(t, train, 4, 1, false, 0, 0)
+	got, norm := oneStepWith(t, train, 4, 1, false, 0, 3)
 	scale := maxAbs(ref)
 	diff := maxAbsDiff(got, ref)
 	t.Logf("chunked vs whole: max |update difference| %.3g of %.3g; grad norm %.7g vs %.7g", diff, scale, norm, refNorm)

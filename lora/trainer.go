@@ -90,7 +90,7 @@ func NewTrainer(cfg RunConfig, m *llama.Model, train, valid *data.Split, padID i
 	if t.totalSteps == 0 {
 		t.totalSteps = (t.perEpoch*cfg.Training.Epochs + cfg.Training.GradAccumulation - 1) / cfg.Training.GradAccumulation
 	}
-	t.ce = newChunkedCE(m)
+	t.ce = newChunkedCE(m, cfg.Training.LossChunk)
 	nParams := len(ad.Params())
 	t.useKeys = cfg.LoRA.Dropout > 0
 	t.vag, err = mlx.NewValueAndGrad(t.lossFunc(nParams), argRange(nParams)...)
@@ -307,7 +307,7 @@ func EvaluateLoss(m *llama.Model, split *data.Split, batchSize, maxBatches int, 
 		groups = groups[:maxBatches]
 	}
 	total, count := 0.0, 0
-	ce := &chunkedCE{model: m, chunk: ceChunkSize()}
+	ce := &chunkedCE{model: m}
 	for _, g := range groups {
 		b := data.MakeBatch(split.Examples, g, padID)
 		s := mlx.NewScope()

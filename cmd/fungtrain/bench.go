@@ -77,6 +77,7 @@ alpha 8, dropout 0.1, the last 12 layers, q and v) on random sequences of
 	fl.IntVar(&o.LoRA.Rank, "rank", 6, "LoRA rank")
 	fl.BoolVar(&o.GradCkpt, "grad-checkpoint", false, "recompute block activations in the backward pass")
 	fl.BoolVar(&o.NoCompile, "no-compile", false, "trace the training step every time instead of compiling it")
+	fl.IntVar(&o.LossChunk, "loss-chunk", 0, "cross-entropy chunk in positions, under checkpointing (0: whole sequence)")
 	fl.Float64Var(&o.PromptFrac, "prompt-fraction", 0, "share of each sequence that is prompt (not loss-counted)")
 	fl.Uint64Var(&o.Seed, "seed", 42, "seed for weights and data")
 	fl.BoolVar(&asJSON, "json", false, "print JSON")
