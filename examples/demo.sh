@@ -35,6 +35,7 @@ t0=$SECONDS
 phase() { printf '\n--- %s\n' "$*"; }
 took() { printf '    (%ss)\n' $((SECONDS - $1)); }
 
+case "$RUN" in ""|/|.|..|./|../) die "DEMO_DIR=$RUN: refusing to remove it" ;; esac
 rm -rf "$RUN"
 
 phase "train: $CONFIG -> $RUN"
