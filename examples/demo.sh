@@ -53,7 +53,7 @@ phase "report"
 
 phase "summary"
 python3 - "$RUN" $((SECONDS - t0)) <<'PY'
-import datetime, json, os, shlex, shutil, sys, textwrap
+import json, os, shlex, shutil, sys, textwrap
 
 run, elapsed = sys.argv[1], int(sys.argv[2])
 with open(os.path.join(run, "summary.json")) as f:
@@ -72,29 +72,9 @@ if loss.get("base") and loss.get("adapter"):
 print(f"training:     {s['steps']} steps, {s.get('input_tokens', 0)} input tokens "
       f"({s['trained_tokens']} of them answer tokens the loss counts) in {s['seconds']:.0f}s")
 
-# summary.json's tokens/sec is over the whole loop, validation passes
-# included. Estimate the steps' own rate by taking out each validation pass:
-# from its step's train report to its eval line in metrics.jsonl.
-def ts(x):
-    return datetime.datetime.fromisoformat(x.replace("Z", "+00:00")).timestamp()
-train_t, eval_s, n_eval = {}, 0.0, 0
-with open(os.path.join(run, "metrics.jsonl")) as f:
-    for line in f:
-        if not line.strip():
-            continue
-        m = json.loads(line)
-        if m.get("type") == "train" and "time" in m:
-            train_t[m["step"]] = ts(m["time"])
-        elif m.get("type") == "eval" and m.get("step", 0) > 0 and m["step"] in train_t and "time" in m:
-            eval_s += ts(m["time"]) - train_t[m["step"]]
-            n_eval += 1
-step_s = s["seconds"] - eval_s
-rate = ""
-if n_eval and step_s > 0 and s.get("input_tokens"):
-    rate = (f"{s['input_tokens'] / step_s:.0f} input ({s['trained_tokens'] / step_s:.0f} trained) tokens/s "
-            f"in the training steps; ")
-print(f"tokens/sec:   {rate}{s['tokens_per_sec']:.0f} over the whole loop"
-      + (f" ({n_eval} validation passes, ~{eval_s:.0f}s, included)" if n_eval else ""))
+print(f"tokens/sec:   {s['tokens_per_sec']:.0f} input ({s.get('trained_tokens_per_sec', 0):.0f} trained) tokens/s "
+      f"in the training steps ({s.get('train_seconds', 0):.0f}s of the {s['seconds']:.0f}s run; "
+      f"the rest is validation and checkpoints)")
 print(f"peak memory:  {s['peak_memory_gb']:.2f} GB")
 summ = e.get("summary") or {}
 if summ.get("base") and summ.get("adapter"):

@@ -50,6 +50,7 @@ type Trainer struct {
 	// Progress within the report window.
 	winSum, winCount           float64
 	winTokens, winSteps        int
+	winSeconds                 float64 // time in training steps since the last report
 	winStart                   time.Time
 	runStart                   time.Time
 	lastTrainLoss, lastValLoss float64
@@ -67,7 +68,8 @@ type TrainState struct {
 	InitialVal    float64 `json:"initial_val_loss"`
 	TrainedTokens int64   `json:"trained_tokens"` // loss-counted tokens so far
 	InputTokens   int64   `json:"input_tokens"`   // non-padding tokens so far
-	Seconds       float64 `json:"seconds"`        // training time so far
+	Seconds       float64 `json:"seconds"`        // wall time so far, evaluations and checkpoints included
+	TrainSeconds  float64 `json:"train_seconds"`  // time in training steps alone
 }
 
 // NewTrainer prepares a run: adapters on the model (fresh from the seed),
@@ -401,7 +403,11 @@ func (t *Trainer) Run(ctx context.Context) (*Summary, error) {
 			return nil, ErrInterrupted
 		}
 		lr := LearningRate(cfg.Schedule, cfg.Optimizer.LR, t.state.Step, t.totalSteps)
+		stepStart := time.Now()
 		res, err := t.trainStep(lr)
+		stepSeconds := time.Since(stepStart).Seconds()
+		t.state.TrainSeconds += stepSeconds
+		t.winSeconds += stepSeconds
 		if err != nil {
 			return nil, fmt.Errorf("step %d: %w (the last good checkpoint is in %s)", t.state.Step+1, err, filepath.Join(t.out, "checkpoints"))
 		}
@@ -445,25 +451,35 @@ func (t *Trainer) Run(ctx context.Context) (*Summary, error) {
 	return sum, nil
 }
 
+// report writes a train line. Rates are over the time spent in training
+// steps since the last report, so evaluations and checkpoints in between do
+// not dilute them.
 func (t *Trainer) report(lr, gradNorm float64) {
-	el := time.Since(t.winStart).Seconds()
+	el := t.winSeconds
 	loss := t.winSum / t.winCount
 	t.lastTrainLoss = loss
 	peak := mlx.PeakMemory()
 	t.peakMem = max(t.peakMem, peak)
 	gb := func(b int64) float64 { return math.Round(float64(b)/1e7) / 100 }
+	rate := func(n float64) float64 {
+		if el <= 0 {
+			return 0
+		}
+		return n / el
+	}
 	rec := map[string]any{"type": "train", "step": t.state.Step,
 		"epoch": float64(t.state.Cursor) / float64(t.perEpoch),
 		"loss":  loss, "lr": lr, "grad_norm": gradNorm,
-		"it_per_sec":     float64(t.winSteps) / el,
-		"tokens_per_sec": float64(t.winTokens) / el,
-		"trained_tokens": t.state.TrainedTokens,
-		"peak_memory_gb": float64(peak) / 1e9, "active_memory_gb": float64(mlx.ActiveMemory()) / 1e9,
+		"it_per_sec":             rate(float64(t.winSteps)),
+		"tokens_per_sec":         rate(float64(t.winTokens)),
+		"trained_tokens_per_sec": rate(t.winCount),
+		"trained_tokens":         t.state.TrainedTokens,
+		"peak_memory_gb":         float64(peak) / 1e9, "active_memory_gb": float64(mlx.ActiveMemory()) / 1e9,
 		"time": time.Now().UTC().Format(time.RFC3339)}
 	t.metrics.write(rec)
-	t.Log.Info("train", "step", t.state.Step, "loss", round4(loss), "lr", lr, "it_per_sec", round4(float64(t.winSteps)/el),
-		"tokens_per_sec", math.Round(float64(t.winTokens)/el), "trained_tokens", t.state.TrainedTokens, "peak_mem_gb", gb(peak))
-	t.winSum, t.winCount, t.winTokens, t.winSteps, t.winStart = 0, 0, 0, 0, time.Now()
+	t.Log.Info("train", "step", t.state.Step, "loss", round4(loss), "lr", lr, "it_per_sec", round4(rate(float64(t.winSteps))),
+		"tokens_per_sec", math.Round(rate(float64(t.winTokens))), "trained_tokens", t.state.TrainedTokens, "peak_mem_gb", gb(peak))
+	t.winSum, t.winCount, t.winTokens, t.winSteps, t.winSeconds, t.winStart = 0, 0, 0, 0, 0, time.Now()
 }
 
 // Summary is summary.json.
@@ -476,8 +492,10 @@ type Summary struct {
 	Steps          int     `json:"steps"`
 	TrainedTokens  int64   `json:"trained_tokens"`
 	InputTokens    int64   `json:"input_tokens"`
-	Seconds        float64 `json:"seconds"`
-	TokensPerSec   float64 `json:"tokens_per_sec"`
+	Seconds        float64 `json:"seconds"`                // wall time, evaluations included
+	TrainSeconds   float64 `json:"train_seconds"`          // time in training steps
+	TokensPerSec   float64 `json:"tokens_per_sec"`         // input tokens per training second
+	TrainedPerSec  float64 `json:"trained_tokens_per_sec"` // loss-counted tokens per training second
 	PeakMemoryGB   float64 `json:"peak_memory_gb"`
 	TrainableParam int     `json:"trainable_params"`
 }
@@ -486,9 +504,11 @@ func (t *Trainer) summary() *Summary {
 	s := &Summary{FinalTrainLoss: t.lastTrainLoss, FinalValLoss: t.lastValLoss, InitialValLoss: t.state.InitialVal,
 		BestValLoss: t.state.BestValLoss, BestStep: t.state.BestStep, Steps: t.state.Step,
 		TrainedTokens: t.state.TrainedTokens, InputTokens: t.state.InputTokens, Seconds: t.state.Seconds,
+		TrainSeconds: t.state.TrainSeconds,
 		PeakMemoryGB: float64(max(t.peakMem, mlx.PeakMemory())) / 1e9, TrainableParam: t.Adapters.NumParams()}
-	if s.Seconds > 0 {
-		s.TokensPerSec = float64(s.InputTokens) / s.Seconds
+	if s.TrainSeconds > 0 {
+		s.TokensPerSec = float64(s.InputTokens) / s.TrainSeconds
+		s.TrainedPerSec = float64(s.TrainedTokens) / s.TrainSeconds
 	}
 	for _, p := range []*float64{&s.FinalValLoss, &s.InitialValLoss, &s.BestValLoss} {
 		if math.IsInf(*p, 0) || math.IsNaN(*p) {

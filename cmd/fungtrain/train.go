@@ -132,10 +132,14 @@ func runTrain(cmd *cobra.Command, f trainFlags) error {
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(cmd.OutOrStdout(), "done: %d steps in %.1fs, %.0f tokens/s, peak memory %.2f GB\n",
-		summary.Steps, summary.Seconds, summary.TokensPerSec, summary.PeakMemoryGB)
-	fmt.Fprintf(cmd.OutOrStdout(), "val loss: %.4f -> %.4f (best %.4f at step %d)\n",
-		summary.InitialValLoss, summary.FinalValLoss, summary.BestValLoss, summary.BestStep)
+	fmt.Fprintf(cmd.OutOrStdout(), "done: %d steps in %.1fs (%.1fs training), %.0f tokens/s, peak memory %.2f GB\n",
+		summary.Steps, summary.Seconds, summary.TrainSeconds, summary.TokensPerSec, summary.PeakMemoryGB)
+	if cfg.Eval.Every > 0 {
+		fmt.Fprintf(cmd.OutOrStdout(), "val loss: %.4f -> %.4f (best %.4f at step %d)\n",
+			summary.InitialValLoss, summary.FinalValLoss, summary.BestValLoss, summary.BestStep)
+	} else {
+		fmt.Fprintln(cmd.OutOrStdout(), "val loss: not evaluated (eval.every is 0)")
+	}
 	fmt.Fprintf(cmd.OutOrStdout(), "adapters: %s\n", cfg.Output.Dir)
 	return nil
 }
