@@ -250,7 +250,10 @@ func cards(r *Run) []card {
 	cs = append(cs, card{"Best val loss", fmtPtr(bestVal, 4), bestSub})
 	cs = append(cs, card{"Steps", fmtIntPtr(steps), ""})
 	tokSub := ""
-	if s.TokensPerSec != nil {
+	switch {
+	case s.TrainedPerSec != nil:
+		tokSub = fmtNum(*s.TrainedPerSec, 1) + " trained tokens/s"
+	case s.TokensPerSec != nil:
 		tokSub = fmtNum(*s.TokensPerSec, 1) + " tokens/s"
 	}
 	cs = append(cs, card{"Trained tokens", fmtInt64Ptr(tokens), tokSub})

@@ -56,6 +56,7 @@ type Summary struct {
 	TrainedTokens  *int64   `json:"trained_tokens,omitempty"`
 	Seconds        *float64 `json:"seconds,omitempty"`
 	TokensPerSec   *float64 `json:"tokens_per_sec,omitempty"`
+	TrainedPerSec  *float64 `json:"trained_tokens_per_sec,omitempty"`
 	PeakMemoryGB   *float64 `json:"peak_memory_gb,omitempty"`
 	InitialValLoss *float64 `json:"initial_val_loss,omitempty"`
 }
