@@ -61,21 +61,8 @@ func GenerateAnswers(ctx context.Context, cfg PipelineConfig, env Env, opt Stage
 		return nil, err
 	}
 	logPath := filepath.Join(cfg.WorkDir, AnswersLogFile)
-	if opt.Force {
-		if err := removeIfExists(logPath); err != nil {
-			return nil, err
-		}
-	}
 	var mu sync.Mutex
-	entries := map[string]answersLogEntry{}
-	j, err := openJournal(logPath, log, func(line []byte) error {
-		var e answersLogEntry
-		if err := decodeStrictJSON(line, &e); err != nil {
-			return err
-		}
-		entries[e.ID] = e
-		return nil
-	})
+	entries, j, err := loadEntries(logPath, opt.Force, log, func(e answersLogEntry) string { return e.ID })
 	if err != nil {
 		return nil, err
 	}
@@ -142,16 +129,8 @@ func GenerateAnswers(ctx context.Context, cfg PipelineConfig, env Env, opt Stage
 		return nil
 	})
 	bar.Finish()
-	cerr := j.close()
-	if llm != nil {
-		rep.llmStats = llm.stats(false)
-	}
-	if runErr != nil {
-		rep.Interrupted = ctx.Err() != nil
-		return rep, errors.Join(runErr, cerr)
-	}
-	if cerr != nil {
-		return rep, cerr
+	if err := finishStage(ctx, rep, j, llm, false, runErr); err != nil {
+		return rep, err
 	}
 	var out []Answer
 	for _, q := range questions {

@@ -92,22 +92,9 @@ func Augment(ctx context.Context, cfg PipelineConfig, env Env, opt StageOptions)
 		return nil, err
 	}
 	logPath := filepath.Join(cfg.WorkDir, AugmentLogFile)
-	if opt.Force {
-		if err := removeIfExists(logPath); err != nil {
-			return nil, err
-		}
-	}
 	var mu sync.Mutex
-	entries := map[string]augmentLogEntry{}
 	key := func(id, kind string) string { return id + "\x00" + kind }
-	j, err := openJournal(logPath, log, func(line []byte) error {
-		var e augmentLogEntry
-		if err := decodeStrictJSON(line, &e); err != nil {
-			return err
-		}
-		entries[key(e.SourceID, e.Kind)] = e
-		return nil
-	})
+	entries, j, err := loadEntries(logPath, opt.Force, log, func(e augmentLogEntry) string { return key(e.SourceID, e.Kind) })
 	if err != nil {
 		return nil, err
 	}
@@ -210,16 +197,8 @@ func Augment(ctx context.Context, cfg PipelineConfig, env Env, opt StageOptions)
 		return nil
 	})
 	bar.Finish()
-	cerr := j.close()
-	if llm != nil {
-		rep.llmStats = llm.stats(true)
-	}
-	if runErr != nil {
-		rep.Interrupted = ctx.Err() != nil
-		return rep, errors.Join(runErr, cerr)
-	}
-	if cerr != nil {
-		return rep, cerr
+	if err := finishStage(ctx, &rep.StageReport, j, llm, true, runErr); err != nil {
+		return rep, err
 	}
 
 	// Variants in pair order, and the rewritten split files.

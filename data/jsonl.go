@@ -192,6 +192,30 @@ func writeJSONAtomic(path string, v any) error {
 	})
 }
 
+// loadEntries opens a stage's journal (removing it first when force is
+// set) and decodes its entries strictly, keyed by key: the items already
+// done, for a rerun to skip.
+func loadEntries[T any](path string, force bool, log *slog.Logger, key func(T) string) (map[string]T, *journal, error) {
+	if force {
+		if err := removeIfExists(path); err != nil {
+			return nil, nil, err
+		}
+	}
+	entries := map[string]T{}
+	j, err := openJournal(path, log, func(line []byte) error {
+		var e T
+		if err := decodeStrictJSON(line, &e); err != nil {
+			return err
+		}
+		entries[key(e)] = e
+		return nil
+	})
+	if err != nil {
+		return nil, nil, err
+	}
+	return entries, j, nil
+}
+
 // removeIfExists deletes path, ignoring a missing file.
 func removeIfExists(path string) error {
 	if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {

@@ -60,21 +60,8 @@ func GenerateQuestions(ctx context.Context, cfg PipelineConfig, env Env, opt Sta
 		return nil, err
 	}
 	logPath := filepath.Join(cfg.WorkDir, QuestionsLogFile)
-	if opt.Force {
-		if err := removeIfExists(logPath); err != nil {
-			return nil, err
-		}
-	}
 	var mu sync.Mutex
-	entries := map[string]questionsLogEntry{}
-	j, err := openJournal(logPath, log, func(line []byte) error {
-		var e questionsLogEntry
-		if err := decodeStrictJSON(line, &e); err != nil {
-			return err
-		}
-		entries[e.VideoID] = e
-		return nil
-	})
+	entries, j, err := loadEntries(logPath, opt.Force, log, func(e questionsLogEntry) string { return e.VideoID })
 	if err != nil {
 		return nil, err
 	}
@@ -141,16 +128,8 @@ func GenerateQuestions(ctx context.Context, cfg PipelineConfig, env Env, opt Sta
 		return nil
 	})
 	bar.Finish()
-	cerr := j.close()
-	if llm != nil {
-		rep.llmStats = llm.stats(true)
-	}
-	if runErr != nil {
-		rep.Interrupted = ctx.Err() != nil
-		return rep, errors.Join(runErr, cerr)
-	}
-	if cerr != nil {
-		return rep, cerr
+	if err := finishStage(ctx, rep, j, llm, true, runErr); err != nil {
+		return rep, err
 	}
 	var out []Question
 	for _, t := range transcripts {

@@ -146,3 +146,17 @@ func concurrencyOf(stage int, llm LLMConfig) int {
 	}
 	return llm.Concurrency
 }
+
+// finishStage closes an LLM stage's journal, records the client's request
+// figures in its report, and folds the journal's error into the run's.
+func finishStage(ctx context.Context, rep *StageReport, j *journal, llm *llmClient, jsonMode bool, runErr error) error {
+	cerr := j.close()
+	if llm != nil {
+		rep.llmStats = llm.stats(jsonMode)
+	}
+	if runErr != nil {
+		rep.Interrupted = ctx.Err() != nil
+		return errors.Join(runErr, cerr)
+	}
+	return cerr
+}
