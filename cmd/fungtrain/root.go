@@ -5,6 +5,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"runtime/pprof"
 
 	"github.com/spf13/cobra"
 )
@@ -16,8 +17,9 @@ var (
 )
 
 type globalFlags struct {
-	logFormat string
-	logLevel  string
+	logFormat  string
+	logLevel   string
+	cpuProfile string
 }
 
 func newRootCmd() *cobra.Command {
@@ -33,11 +35,27 @@ func newRootCmd() *cobra.Command {
 				return err
 			}
 			slog.SetDefault(logger)
+			if g.cpuProfile != "" {
+				f, err := os.Create(g.cpuProfile)
+				if err != nil {
+					return fmt.Errorf("--cpuprofile: %w", err)
+				}
+				if err := pprof.StartCPUProfile(f); err != nil {
+					f.Close()
+					return fmt.Errorf("--cpuprofile: %w", err)
+				}
+			}
 			return nil
+		},
+		PersistentPostRun: func(cmd *cobra.Command, args []string) {
+			if g.cpuProfile != "" {
+				pprof.StopCPUProfile()
+			}
 		},
 	}
 	root.PersistentFlags().StringVar(&g.logFormat, "log-format", "text", "log format: text or json")
 	root.PersistentFlags().StringVar(&g.logLevel, "log-level", "info", "log level: debug, info, warn or error")
+	root.PersistentFlags().StringVar(&g.cpuProfile, "cpuprofile", "", "write a Go CPU profile (pprof) of the command to this file")
 	for _, add := range subcommands {
 		root.AddCommand(add())
 	}
