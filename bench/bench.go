@@ -207,9 +207,11 @@ func Generate(ctx context.Context, o Options) (*GenResult, error) {
 		prompt[i] = int32(rng.IntN(m.Config.VocabSize))
 	}
 	opts := llama.GenerateOptions{MaxTokens: o.Steps}
+	// Warm-up runs the whole generation: MLX's CUDA backend compiles kernels
+	// for new shapes (every cache length) the first time it meets them,
+	// which a short warm-up would leave inside the measurement.
 	for i := 0; i < o.Warmup; i++ {
-		warm := llama.GenerateOptions{MaxTokens: min(o.Steps, 8)}
-		if _, err := m.Generate(prompt, warm, func(int32) bool { return ctx.Err() == nil }); err != nil {
+		if _, err := m.Generate(prompt, opts, func(int32) bool { return ctx.Err() == nil }); err != nil {
 			return nil, err
 		}
 	}

@@ -78,8 +78,8 @@ if a.decode_tokens > 0:
         model, config = load_model(Path(a.model))
     prompt = mx.array(rng.integers(0, vocab, a.decode_prompt).tolist())
     greedy = lambda logits: mx.argmax(logits, axis=-1)
-    for _ in generate_step(prompt, model, max_tokens=8, sampler=greedy):
-        pass  # warm-up
+    for _ in generate_step(prompt, model, max_tokens=a.decode_tokens, sampler=greedy):
+        pass  # warm-up over the whole length, as fungtrain bench does
     mx.reset_peak_memory()
     t0 = time.perf_counter()
     n = 0
