@@ -12,7 +12,7 @@ import (
 )
 
 // inMLX runs f on the MLX owner thread inside a scope. f must not call
-// t.Fatal/t.FailNow/t.Skip (they would end the owner goroutine); it reports
+// t.Fatal, t.FailNow or the skip helpers (they would end the owner goroutine); it reports
 // soft failures with t.Errorf and hard ones by returning an error.
 func inMLX(t testing.TB, f func() error) {
 	t.Helper()
