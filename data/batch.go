@@ -17,10 +17,9 @@ type Batch struct {
 	Tokens  int // non-padding input positions
 }
 
-// Batches groups example indices into batches of similar length: examples
-// are sorted by length and cut into consecutive groups, so padding is small,
-// and the order of the groups is shuffled for each epoch from the seed.
-func Batches(examples []Example, batchSize int, epoch int, seed uint64) [][]int {
+// LengthGroups sorts example indices by length (stably) and cuts them into
+// consecutive groups of batchSize, so each group pads little.
+func LengthGroups(examples []Example, batchSize int) [][]int {
 	idx := make([]int, len(examples))
 	for i := range idx {
 		idx[i] = i
@@ -30,6 +29,13 @@ func Batches(examples []Example, batchSize int, epoch int, seed uint64) [][]int 
 	for start := 0; start < len(idx); start += batchSize {
 		groups = append(groups, idx[start:min(start+batchSize, len(idx))])
 	}
+	return groups
+}
+
+// Batches is LengthGroups with the order of the groups shuffled for each
+// epoch from the seed.
+func Batches(examples []Example, batchSize int, epoch int, seed uint64) [][]int {
+	groups := LengthGroups(examples, batchSize)
 	rng := rand.New(rand.NewPCG(seed, uint64(epoch)+1))
 	rng.Shuffle(len(groups), func(i, j int) { groups[i], groups[j] = groups[j], groups[i] })
 	return groups

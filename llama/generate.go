@@ -72,7 +72,6 @@ func (m *Model) Generate(prompt []int32, opts GenerateOptions, emit func(id int3
 	caches := m.NewCaches()
 	defer FreeCaches(caches)
 	sampler := newSampler(opts.Sample)
-	defer sampler.free()
 
 	mlx.ResetPeakMemory()
 	t0 := time.Now()
@@ -185,8 +184,6 @@ func newSampler(o SampleOptions) *sampler {
 	}
 	return &sampler{opts: o}
 }
-
-func (s *sampler) free() {}
 
 // sample returns the next token id (shape (1,)) for logits (1, V).
 func (s *sampler) sample(logits *mlx.Array, history []int32) *mlx.Array {

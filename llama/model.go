@@ -308,14 +308,10 @@ func (b *Block) forwardCheckpointed(x *mlx.Array) *mlx.Array {
 	}
 	out, err := b.ckpt.Checkpoint(inputs...)
 	if err != nil {
-		return errorArray(err)
+		return mlx.ErrorArray(err)
 	}
 	return out[0]
 }
-
-// errorArray turns err into an array that carries it, so model code can
-// stay in expression form.
-func errorArray(err error) *mlx.Array { return mlx.ErrorArray(err) }
 
 // EmbedTokens looks up token embeddings for ids (B, L).
 func (m *Model) EmbedTokens(ids *mlx.Array) *mlx.Array {

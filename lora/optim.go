@@ -33,30 +33,37 @@ func NewAdamW(c OptimizerConfig, params []*mlx.Array) *AdamW {
 
 // Update returns the new parameters for grads at learning rate lr and
 // replaces the moments. Call it inside a scope; the returned arrays and
-// the new moments are detached (long-lived), the old moments freed.
+// the new moments are detached (long-lived), the old moments freed. The
+// trainer uses the compiled fusedUpdate, built from the same adamwStep.
 func (o *AdamW) Update(params, grads []*mlx.Array, lr float64) []*mlx.Array {
-	o.Step++
-	t := float64(o.Step)
-	c1 := 1 - math.Pow(o.Beta1, t)
-	c2 := 1 - math.Pow(o.Beta2, t)
+	stepSize, invC2, decay := o.scalars(lr)
 	out := make([]*mlx.Array, len(params))
 	for i, p := range params {
-		g := grads[i]
-		m := mlx.Add(mlx.MulScalar(o.M[i], o.Beta1), mlx.MulScalar(g, 1-o.Beta1))
-		v := mlx.Add(mlx.MulScalar(o.V[i], o.Beta2), mlx.MulScalar(mlx.Square(g), 1-o.Beta2))
-		step := mlx.Divide(mlx.MulScalar(m, lr/c1), mlx.AddScalar(mlx.Sqrt(mlx.MulScalar(v, 1/c2)), o.Eps))
-		np := p
-		if o.WeightDecay > 0 {
-			np = mlx.MulScalar(p, 1-lr*o.WeightDecay)
-		}
-		np = mlx.Subtract(np, step)
+		np, m, v := o.adamwStep(p, grads[i], o.M[i], o.V[i], stepSize, invC2, decay)
 		mlx.Detach(m, v, np)
 		o.M[i].Free()
 		o.V[i].Free()
 		o.M[i], o.V[i] = m, v
 		out[i] = np
 	}
+	o.Step++
 	return out
+}
+
+// scalars are the per-update inputs of adamwStep for the next step:
+// lr/(1-β1ᵗ), 1/(1-β2ᵗ) and 1-lr·wd.
+func (o *AdamW) scalars(lr float64) (stepSize, invC2, decay *mlx.Array) {
+	t := float64(o.Step + 1)
+	c1, c2 := 1-math.Pow(o.Beta1, t), 1-math.Pow(o.Beta2, t)
+	return mlx.Scalar(lr/c1, mlx.Float32), mlx.Scalar(1/c2, mlx.Float32), mlx.Scalar(1-lr*o.WeightDecay, mlx.Float32)
+}
+
+// adamwStep is the AdamW update of one parameter: new p, m and v.
+func (o *AdamW) adamwStep(p, g, m, v, stepSize, invC2, decay *mlx.Array) (*mlx.Array, *mlx.Array, *mlx.Array) {
+	m = mlx.Add(mlx.MulScalar(m, o.Beta1), mlx.MulScalar(g, 1-o.Beta1))
+	v = mlx.Add(mlx.MulScalar(v, o.Beta2), mlx.MulScalar(mlx.Square(g), 1-o.Beta2))
+	step := mlx.Divide(mlx.Multiply(m, stepSize), mlx.AddScalar(mlx.Sqrt(mlx.Multiply(v, invC2)), o.Eps))
+	return mlx.Subtract(mlx.Multiply(p, decay), step), m, v
 }
 
 // State lists the moments (M then V) for evaluation and checkpoints.
@@ -69,9 +76,8 @@ func (o *AdamW) Free() {
 	}
 }
 
-// ClipByGlobalNorm scales grads so their joint L2 norm is at most maxNorm
-// and returns the clipped grads and the norm before clipping.
-func ClipByGlobalNorm(grads []*mlx.Array, maxNorm float64) ([]*mlx.Array, *mlx.Array) {
+// globalNorm is the joint L2 norm of arrays.
+func globalNorm(grads []*mlx.Array) *mlx.Array {
 	var sq *mlx.Array
 	for _, g := range grads {
 		s := mlx.Sum(mlx.Square(g), false)
@@ -81,12 +87,24 @@ func ClipByGlobalNorm(grads []*mlx.Array, maxNorm float64) ([]*mlx.Array, *mlx.A
 			sq = mlx.Add(sq, s)
 		}
 	}
-	norm := mlx.Sqrt(sq)
+	return mlx.Sqrt(sq)
+}
+
+// clipScale is min(1, maxNorm/norm), or 1 where maxNorm is not positive.
+func clipScale(norm, maxNorm *mlx.Array) *mlx.Array {
+	one := mlx.Scalar(1, mlx.Float32)
+	clip := mlx.Minimum(one, mlx.Divide(maxNorm, mlx.AddScalar(norm, 1e-6)))
+	return mlx.Where(mlx.Greater(maxNorm, mlx.Scalar(0, mlx.Float32)), clip, one)
+}
+
+// ClipByGlobalNorm scales grads so their joint L2 norm is at most maxNorm
+// and returns the clipped grads and the norm before clipping.
+func ClipByGlobalNorm(grads []*mlx.Array, maxNorm float64) ([]*mlx.Array, *mlx.Array) {
+	norm := globalNorm(grads)
 	if maxNorm <= 0 {
 		return grads, norm
 	}
-	// scale = min(1, maxNorm / norm)
-	scale := mlx.Minimum(mlx.Scalar(1, mlx.Float32), mlx.Divide(mlx.Scalar(maxNorm, mlx.Float32), mlx.AddScalar(norm, 1e-6)))
+	scale := clipScale(norm, mlx.Scalar(maxNorm, mlx.Float32))
 	out := make([]*mlx.Array, len(grads))
 	for i, g := range grads {
 		out[i] = mlx.Multiply(g, scale)
@@ -125,31 +143,15 @@ type fusedUpdate struct {
 }
 
 func newFusedUpdate(o *AdamW, n int) (*fusedUpdate, error) {
-	b1, b2, eps := o.Beta1, o.Beta2, o.Eps
 	f := mlx.NewClosure(func(in []*mlx.Array) ([]*mlx.Array, error) {
 		p, g, m, v := in[:n], in[n:2*n], in[2*n:3*n], in[3*n:4*n]
 		stepSize, invC2, decay, maxNorm := in[4*n], in[4*n+1], in[4*n+2], in[4*n+3]
-		var sq *mlx.Array
-		for _, gi := range g {
-			s := mlx.Sum(mlx.Square(gi), false)
-			if sq == nil {
-				sq = s
-			} else {
-				sq = mlx.Add(sq, s)
-			}
-		}
-		norm := mlx.Sqrt(sq)
-		one := mlx.Scalar(1, mlx.Float32)
-		clip := mlx.Minimum(one, mlx.Divide(maxNorm, mlx.AddScalar(norm, 1e-6)))
-		scale := mlx.Where(mlx.Greater(maxNorm, mlx.Scalar(0, mlx.Float32)), clip, one)
+		norm := globalNorm(g)
+		scale := clipScale(norm, maxNorm)
 		finite := mlx.LogicalNot(mlx.LogicalOr(mlx.IsNaN(norm), mlx.IsInf(norm)))
 		out := make([]*mlx.Array, 3*n+1)
 		for i := 0; i < n; i++ {
-			gi := mlx.Multiply(g[i], scale)
-			mi := mlx.Add(mlx.MulScalar(m[i], b1), mlx.MulScalar(gi, 1-b1))
-			vi := mlx.Add(mlx.MulScalar(v[i], b2), mlx.MulScalar(mlx.Square(gi), 1-b2))
-			step := mlx.Divide(mlx.Multiply(mi, stepSize), mlx.AddScalar(mlx.Sqrt(mlx.Multiply(vi, invC2)), eps))
-			pi := mlx.Subtract(mlx.Multiply(p[i], decay), step)
+			pi, mi, vi := o.adamwStep(p[i], mlx.Multiply(g[i], scale), m[i], v[i], stepSize, invC2, decay)
 			out[i] = mlx.Where(finite, pi, p[i])
 			out[n+i] = mlx.Where(finite, mi, m[i])
 			out[2*n+i] = mlx.Where(finite, vi, v[i])
@@ -173,11 +175,9 @@ func (u *fusedUpdate) free() { u.fn.Free() }
 func (u *fusedUpdate) apply(o *AdamW, params, grads []*mlx.Array, lr, maxNorm float64) ([]*mlx.Array, float64, error) {
 	s := mlx.NewScope()
 	defer s.Close()
-	t := float64(o.Step + 1)
-	c1, c2 := 1-math.Pow(o.Beta1, t), 1-math.Pow(o.Beta2, t)
+	stepSize, invC2, decay := o.scalars(lr)
 	in := append(append(append(append([]*mlx.Array{}, params...), grads...), o.M...), o.V...)
-	in = append(in, mlx.Scalar(lr/c1, mlx.Float32), mlx.Scalar(1/c2, mlx.Float32),
-		mlx.Scalar(1-lr*o.WeightDecay, mlx.Float32), mlx.Scalar(maxNorm, mlx.Float32))
+	in = append(in, stepSize, invC2, decay, mlx.Scalar(maxNorm, mlx.Float32))
 	out, err := u.fn.Call(in...)
 	if err != nil {
 		return nil, 0, err

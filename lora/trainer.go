@@ -8,7 +8,6 @@ import (
 	"math"
 	"os"
 	"path/filepath"
-	"sort"
 	"time"
 
 	"github.com/fungtrain/fungtrain/data"
@@ -51,7 +50,6 @@ type Trainer struct {
 	winSum, winCount           float64
 	winTokens, winSteps        int
 	winSeconds                 float64 // time in training steps since the last report
-	winStart                   time.Time
 	runStart                   time.Time
 	lastTrainLoss, lastValLoss float64
 	metrics                    *metricsWriter
@@ -304,7 +302,7 @@ func (t *Trainer) Evaluate(split *data.Split, maxBatches int) (float64, int, err
 func EvaluateLoss(m *llama.Model, split *data.Split, batchSize, maxBatches int, padID int32) (float64, int, error) {
 	// A fixed order, by length and not shuffled, so every eval sees the
 	// same subset.
-	groups := sortedGroups(split.Examples, batchSize)
+	groups := data.LengthGroups(split.Examples, batchSize)
 	if maxBatches > 0 && len(groups) > maxBatches {
 		groups = groups[:maxBatches]
 	}
@@ -326,19 +324,6 @@ func EvaluateLoss(m *llama.Model, split *data.Split, batchSize, maxBatches int, 
 		return 0, 0, errors.New("evaluation has no loss tokens")
 	}
 	return total / float64(count), count, nil
-}
-
-func sortedGroups(examples []data.Example, batchSize int) [][]int {
-	idx := make([]int, len(examples))
-	for i := range idx {
-		idx[i] = i
-	}
-	sort.SliceStable(idx, func(a, b int) bool { return len(examples[idx[a]].Tokens) < len(examples[idx[b]].Tokens) })
-	var groups [][]int
-	for s := 0; s < len(idx); s += batchSize {
-		groups = append(groups, idx[s:min(s+batchSize, len(idx))])
-	}
-	return groups
 }
 
 func (t *Trainer) evaluate() (float64, error) {
@@ -391,7 +376,7 @@ func (t *Trainer) Run(ctx context.Context) (*Summary, error) {
 	bar := progress.New(os.Stderr, "train", t.totalSteps)
 	bar.Add(t.state.Step)
 	defer bar.Finish()
-	t.runStart, t.winStart = time.Now(), time.Now()
+	t.runStart = time.Now()
 	secondsBefore := t.state.Seconds
 	for t.state.Step < t.totalSteps {
 		if ctx.Err() != nil {
@@ -479,7 +464,7 @@ func (t *Trainer) report(lr, gradNorm float64) {
 	t.metrics.write(rec)
 	t.Log.Info("train", "step", t.state.Step, "loss", round4(loss), "lr", lr, "it_per_sec", round4(rate(float64(t.winSteps))),
 		"tokens_per_sec", math.Round(rate(float64(t.winTokens))), "trained_tokens", t.state.TrainedTokens, "peak_mem_gb", gb(peak))
-	t.winSum, t.winCount, t.winTokens, t.winSteps, t.winSeconds, t.winStart = 0, 0, 0, 0, 0, time.Now()
+	t.winSum, t.winCount, t.winTokens, t.winSteps, t.winSeconds = 0, 0, 0, 0, 0
 }
 
 // Summary is summary.json.
