@@ -620,6 +620,29 @@ int fgt_checkpoint_call(uintptr_t handle, const fgt_array* inputs, int n, fgt_ve
   });
 }
 
+// A function with its own vjp: fwd computes the outputs; vjp receives
+// primals, cotangents and outputs, concatenated, and returns one cotangent
+// per primal.
+int fgt_custom_vjp_call(uintptr_t fwd, uintptr_t vjp, const fgt_array* inputs, int n, fgt_vec* outs) {
+  GUARD({
+    auto fn = [fwd](const std::vector<mx::array>& in) { return call_go(fwd, in); };
+    auto custom = mx::custom_vjp(
+        fn, [vjp](const std::vector<mx::array>& primals, const std::vector<mx::array>& cotangents,
+                  const std::vector<mx::array>& outputs) {
+          std::vector<mx::array> all(primals);
+          all.insert(all.end(), cotangents.begin(), cotangents.end());
+          all.insert(all.end(), outputs.begin(), outputs.end());
+          auto res = call_go(vjp, all);
+          if (res.size() != primals.size()) {
+            throw std::runtime_error("custom vjp returned " + std::to_string(res.size()) + " cotangents for " +
+                                     std::to_string(primals.size()) + " primals");
+          }
+          return res;
+        });
+    *outs = from_vec(custom(to_vec(inputs, n)));
+  });
+}
+
 int fgt_load_safetensors(const char* path, fgt_vec* arrays, char** names, size_t* names_len, char** meta, size_t* meta_len) {
   GUARD({
     auto [tensors, md] = mx::load_safetensors(std::string(path));

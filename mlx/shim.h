@@ -122,6 +122,7 @@ int fgt_compile_new(uintptr_t handle, int shapeless, fgt_compiled* out);
 void fgt_compiled_free(fgt_compiled f);
 int fgt_compiled_call(fgt_compiled f, const fgt_array* inputs, int n, fgt_vec* outs);
 int fgt_checkpoint_call(uintptr_t handle, const fgt_array* inputs, int n, fgt_vec* outs);
+int fgt_custom_vjp_call(uintptr_t fwd, uintptr_t vjp, const fgt_array* inputs, int n, fgt_vec* outs);
 
 // I/O. Names and string metadata come back as NUL-separated byte blobs
 // (malloc'd, free with free()).

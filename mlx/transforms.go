@@ -232,3 +232,61 @@ func (c *Closure) Free() {
 	c.h.Delete()
 	c.h = 0
 }
+
+// VJPFunc computes the cotangents of a CustomVJP's primals from the
+// primals, the cotangents of its outputs and the outputs themselves.
+type VJPFunc func(primals, cotangents, outputs []*Array) ([]*Array, error)
+
+// CustomVJP is a function of a fixed number of inputs whose backward pass
+// is written by hand: MLX calls vjp instead of differentiating fwd (under
+// compile too). It lives as long as a model that uses it, like a Closure;
+// Free it when no graph that used it will be differentiated again.
+type CustomVJP struct {
+	n        int
+	fwd, vjp cgo.Handle
+}
+
+// NewCustomVJP registers fwd, a function of n inputs, and its vjp, which
+// must return n cotangents (any array for inputs that take no gradient:
+// MLX only evaluates the ones it needs).
+func NewCustomVJP(n int, fwd Func, vjp VJPFunc) *CustomVJP {
+	split := Func(func(in []*Array) ([]*Array, error) {
+		// MLX passes primals, then one cotangent per output, then the outputs.
+		if (len(in)-n)%2 != 0 || len(in) < n {
+			return nil, fmt.Errorf("mlx.CustomVJP: vjp called with %d arrays for %d primals", len(in), n)
+		}
+		nOut := (len(in) - n) / 2
+		return vjp(in[:n], in[n:n+nOut], in[n+nOut:])
+	})
+	return &CustomVJP{n: n, fwd: cgo.NewHandle(fwd), vjp: cgo.NewHandle(split)}
+}
+
+// Call runs the function on its n inputs.
+func (c *CustomVJP) Call(inputs ...*Array) ([]*Array, error) {
+	if c == nil || c.fwd == 0 {
+		return nil, errors.New("mlx.CustomVJP: use of a freed or nil function")
+	}
+	if len(inputs) != c.n {
+		return nil, fmt.Errorf("mlx.CustomVJP: %d inputs, want %d", len(inputs), c.n)
+	}
+	if err := inputsErr("CustomVJP", inputs...); err != nil {
+		return nil, err
+	}
+	p := cArrays(inputs)
+	defer C.free(unsafe.Pointer(p))
+	var o C.fgt_vec
+	if C.fgt_custom_vjp_call(C.uintptr_t(c.fwd), C.uintptr_t(c.vjp), p, C.int(len(inputs)), &o) != 0 {
+		return nil, fmt.Errorf("mlx.CustomVJP: %w", lastError())
+	}
+	return takeVec(o), nil
+}
+
+// Free releases the function.
+func (c *CustomVJP) Free() {
+	if c == nil || c.fwd == 0 {
+		return
+	}
+	c.fwd.Delete()
+	c.vjp.Delete()
+	c.fwd, c.vjp = 0, 0
+}
