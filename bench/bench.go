@@ -21,6 +21,7 @@ import (
 // Options choose what to measure.
 type Options struct {
 	Shape      string // tiny, llama-3.2-1b or llama-3.2-3b (when Model is empty)
+	Layers     int    // when > 0, the shape with only this many transformer layers (memory probes)
 	Model      string // a model directory or .gguf file
 	Dtype      string // bf16, f16 or f32
 	Seq        int    // training sequence length / generation prompt length
@@ -104,12 +105,17 @@ func loadModel(o Options) (*llama.Model, string, error) {
 	if err != nil {
 		return nil, "", err
 	}
+	name := o.Shape
+	if o.Layers > 0 {
+		cfg.NumLayers = o.Layers
+		name = fmt.Sprintf("%s with %d layers", o.Shape, o.Layers)
+	}
 	dt, err := mlx.ParseDtype(o.Dtype)
 	if err != nil {
 		return nil, "", err
 	}
 	m, err := llama.NewRandomModel(cfg, dt, o.Seed)
-	return m, o.Shape, err
+	return m, name, err
 }
 
 // SyntheticSplit is n random sequences of seq+1 tokens: seq inputs each,
