@@ -69,8 +69,9 @@ type TrainingConfig struct {
 	// Compile traces the training step once per batch shape with MLX
 	// compile and replays the fused graph afterwards.
 	Compile bool `yaml:"compile" json:"compile"`
-	// LossChunk computes the cross-entropy in chunks of this many positions
-	// under checkpointing (0: the whole sequence); see lora/loss.go.
+	// LossChunk is how many positions the fused LM head + cross-entropy
+	// covers at a time, forward and backward (0: the whole batch at once);
+	// only that many positions' logits ever exist. See lora/loss.go.
 	LossChunk   int `yaml:"loss_chunk" json:"loss_chunk"`
 	ReportEvery int `yaml:"report_every" json:"report_every"`
 	SaveEvery   int `yaml:"save_every" json:"save_every"`
@@ -96,7 +97,7 @@ func DefaultRunConfig() RunConfig {
 		LoRA:      DefaultSettings(),
 		Optimizer: OptimizerConfig{Name: "adamw", LR: 1e-5, Beta1: 0.9, Beta2: 0.999, Eps: 1e-8, GradClip: 1.0},
 		Schedule:  ScheduleConfig{Name: "constant"},
-		Training: TrainingConfig{BatchSize: 1, GradAccumulation: 8, Epochs: 2, Seed: 42, ReportEvery: 10, Compile: true,
+		Training: TrainingConfig{BatchSize: 1, GradAccumulation: 8, Epochs: 2, Seed: 42, ReportEvery: 10, Compile: true, LossChunk: 256,
 			SaveEvery: 100},
 		Eval:   EvalConfig{Every: 50, BatchSize: 1},
 		Output: OutputConfig{Dir: "runs/latest"},

@@ -5,72 +5,133 @@ import (
 	"github.com/fungtrain/fungtrain/mlx"
 )
 
-// The loss chunk (training.loss_chunk) is how many positions one chunk of
-// the cross-entropy covers; 0 computes it over the whole sequence at once.
-// Chunks of 256 positions (131 MB of float32 logits with a 128k vocabulary)
-// run the LM head and the loss under gradient checkpointing, so the whole
-// logits never exist in the backward pass: on a 64k-vocabulary model this
-// cut the step's peak by a third — but only with training.compile off;
-// with the compiled step the peak stays (see docs/BENCHMARKS.md), so the
-// default is 0.
+// The training loss is Σ w·(logsumexp(z) - z[target]) over positions, with
+// z = head(h) the logits of the final hidden states h. With a 128k
+// vocabulary z is the largest thing in a training step: 0.5 GB of bf16 per
+// 1024 positions, and autodiff keeps it, its float32 copy and their
+// gradients alive between the forward and the backward pass (measured:
+// 2.6 MB per position on the H100).
+//
+// fusedCE never holds z. Its forward pass works through the positions a
+// chunk at a time and computes, for each chunk, both the loss and its
+// gradient with respect to h,
+//
+//	∂loss/∂h = (w·(softmax(z) - onehot(target))) · W      (W: the head)
+//
+// then drops the chunk's logits. The backward pass only scales the stored
+// gradient (B, L, D) — 1/400 of the logits' size — by the cotangent. The
+// head is frozen, so nothing else needs a gradient. The arithmetic is the
+// one autodiff does (MLX's cross-entropy kernel and the head's own vjp),
+// in the same dtypes.
 
-// chunkedCE computes Σ weight·(logsumexp(logits) - logit[target]) in
-// float32 without ever holding the whole (L, vocab) logits: each chunk of
-// positions runs the LM head and the loss under gradient checkpointing, so
-// its logits exist only while that chunk is computed, forward or backward.
-type chunkedCE struct {
-	model   *llama.Model
-	closure *mlx.Closure
-	chunk   int // 0: whole sequence, no checkpoint
+// evalLossChunk bounds evaluation's logits to this many positions at a time.
+const evalLossChunk = 1024
+
+// fusedCE is the LM head and the weighted cross-entropy as one function
+// with a hand-written backward pass (see above).
+type fusedCE struct {
+	model *llama.Model
+	chunk int // positions per chunk; 0: all at once
+	fn    *mlx.CustomVJP
 }
 
-func newChunkedCE(m *llama.Model, chunk int) *chunkedCE {
-	c := &chunkedCE{model: m, chunk: chunk}
-	c.closure = mlx.NewClosure(func(in []*mlx.Array) ([]*mlx.Array, error) {
-		return []*mlx.Array{c.chunkSum(in[0], in[1], in[2])}, nil
-	})
+func newFusedCE(m *llama.Model, chunk int) *fusedCE {
+	c := &fusedCE{model: m, chunk: chunk}
+	c.fn = mlx.NewCustomVJP(3, c.forward, c.backward)
 	return c
 }
 
-func (c *chunkedCE) free() { c.closure.Free() }
-
-// chunkSum is the weighted cross-entropy sum of one chunk of hidden states,
-// through MLX's fused cross-entropy on float32 logits: one kernel forward
-// and one backward instead of a logsumexp, a gather and their gradients.
-func (c *chunkedCE) chunkSum(h, targets, weights *mlx.Array) *mlx.Array {
-	logits := mlx.AsType(c.model.Logits(h), mlx.Float32)
-	// Targets and weights are data: the checkpoint's recomputation asks for
-	// gradients of every input, and integer indices have none.
-	targets, weights = mlx.StopGradient(targets), mlx.StopGradient(weights)
-	return mlx.Sum(mlx.Multiply(mlx.CrossEntropy(logits, targets), weights), false)
+func (c *fusedCE) free() {
+	if c.fn != nil {
+		c.fn.Free()
+	}
 }
 
-// sum returns the loss sum for hidden states h (B, L, D). With grad false
-// (evaluation) it skips checkpointing.
-func (c *chunkedCE) sum(h, targets, weights *mlx.Array, grad bool) *mlx.Array {
+// sumWithGrad returns Σ w·CE for hidden states h (B, L, D), targets and
+// weights (B, L), differentiable with respect to h.
+func (c *fusedCE) sumWithGrad(h, targets, weights *mlx.Array) *mlx.Array {
+	out, err := c.fn.Call(h, targets, weights)
+	if err != nil {
+		return mlx.ErrorArray(err)
+	}
+	return out[0]
+}
+
+// forward returns the loss sum and its gradient with respect to h. Each
+// chunk becomes one (n, D+1) float32 block — its positions' gradients and
+// their losses side by side — so that MLX's depth-first evaluation
+// finishes a chunk, and frees its logits, before it starts the next.
+func (c *fusedCE) forward(in []*mlx.Array) ([]*mlx.Array, error) {
+	h, targets, weights := in[0], in[1], in[2]
+	shape := h.Shape()
+	n, d := shape[0]*shape[1], shape[2]
+	h2, t2, w2 := mlx.Reshape(h, n, d), mlx.Reshape(targets, n), mlx.Reshape(weights, n)
+	var blocks []*mlx.Array
+	for start, size := range c.chunks(n) {
+		hc := mlx.SliceAxis(h2, 0, start, start+size)
+		tc := mlx.SliceAxis(t2, 0, start, start+size)
+		wc := mlx.SliceAxis(w2, 0, start, start+size)
+		loss, grad, err := c.chunkLossAndGrad(hc, tc, wc)
+		if err != nil {
+			return nil, err
+		}
+		blocks = append(blocks, mlx.Concatenate([]*mlx.Array{
+			mlx.AsType(grad, mlx.Float32), mlx.Reshape(loss, size, 1)}, 1))
+	}
+	all := blocks[0]
+	if len(blocks) > 1 {
+		all = mlx.Concatenate(blocks, 0)
+	}
+	grad := mlx.AsType(mlx.Reshape(mlx.SliceAxis(all, 1, 0, d), shape...), h.Dtype())
+	sum := mlx.Sum(mlx.SliceAxis(all, 1, d, d+1), false)
+	return []*mlx.Array{sum, grad}, nil
+}
+
+// backward scales the stored gradient by the loss's cotangent. The
+// gradient output is not itself differentiable, and targets and weights
+// are data: their cotangents are zeros that MLX never evaluates.
+func (c *fusedCE) backward(primals, cotangents, outputs []*mlx.Array) ([]*mlx.Array, error) {
+	h, grad := primals[0], outputs[1]
+	dh := mlx.Multiply(grad, mlx.AsType(cotangents[0], h.Dtype()))
+	return []*mlx.Array{dh, zerosLike(primals[1]), zerosLike(primals[2])}, nil
+}
+
+// chunkLossAndGrad returns the per-position losses w·CE (n) of one chunk
+// of hidden states hc (n, D) and their sum's gradient with respect to hc.
+func (c *fusedCE) chunkLossAndGrad(hc, tc, wc *mlx.Array) (loss, grad *mlx.Array, err error) {
+	f := func(in []*mlx.Array) ([]*mlx.Array, error) {
+		return []*mlx.Array{mlx.Multiply(c.crossEntropy(in[0], tc), wc)}, nil
+	}
+	outs, vjps, err := mlx.Vjp(f, []*mlx.Array{hc}, []*mlx.Array{mlx.Ones(mlx.Float32, wc.Shape()...)})
+	if err != nil {
+		return nil, nil, err
+	}
+	return outs[0], vjps[0], nil
+}
+
+// crossEntropy is the float32 cross-entropy of the logits of h against
+// targets. On the GPU MLX's fused kernel reads bf16/fp16 logits and
+// accumulates in float32 itself; its CPU fallback computes in the logits'
+// dtype, so there they are cast to float32 first.
+func (c *fusedCE) crossEntropy(h, targets *mlx.Array) *mlx.Array {
+	logits := c.model.Logits(h)
+	if logits.Dtype() != mlx.Float32 && mlx.DefaultDevice() == mlx.CPU {
+		logits = mlx.AsType(logits, mlx.Float32)
+	}
+	return mlx.CrossEntropy(logits, targets)
+}
+
+// sum returns Σ w·CE without gradients (evaluation), chunk by chunk.
+func (c *fusedCE) sum(h, targets, weights *mlx.Array) *mlx.Array {
 	s := mlx.NewScope()
 	defer s.Close()
-	L := h.Dim(1)
-	chunk := c.chunk
-	if chunk == 0 {
-		chunk, grad = L, false
-	}
+	shape := h.Shape()
+	n, d := shape[0]*shape[1], shape[2]
+	h2, t2, w2 := mlx.Reshape(h, n, d), mlx.Reshape(targets, n), mlx.Reshape(weights, n)
 	var total *mlx.Array
-	for start := 0; start < L; start += chunk {
-		end := min(start+chunk, L)
-		hc := mlx.SliceAxis(h, 1, start, end)
-		tc := mlx.SliceAxis(targets, 1, start, end)
-		wc := mlx.SliceAxis(weights, 1, start, end)
-		var part *mlx.Array
-		if grad {
-			out, err := c.closure.Checkpoint(hc, tc, wc)
-			if err != nil {
-				return mlx.ErrorArray(err)
-			}
-			part = out[0]
-		} else {
-			part = c.chunkSum(hc, tc, wc)
-		}
+	for start, size := range c.chunks(n) {
+		part := mlx.Sum(mlx.Multiply(c.crossEntropy(mlx.SliceAxis(h2, 0, start, start+size),
+			mlx.SliceAxis(t2, 0, start, start+size)), mlx.SliceAxis(w2, 0, start, start+size)), false)
 		if total == nil {
 			total = part
 		} else {
@@ -79,3 +140,20 @@ func (c *chunkedCE) sum(h, targets, weights *mlx.Array, grad bool) *mlx.Array {
 	}
 	return s.Keep(total)
 }
+
+// chunks yields (start, size) of the chunks covering n positions.
+func (c *fusedCE) chunks(n int) func(yield func(int, int) bool) {
+	return func(yield func(int, int) bool) {
+		step := c.chunk
+		if step <= 0 || step > n {
+			step = n
+		}
+		for start := 0; start < n; start += step {
+			if !yield(start, min(step, n-start)) {
+				return
+			}
+		}
+	}
+}
+
+func zerosLike(a *mlx.Array) *mlx.Array { return mlx.Zeros(a.Dtype(), a.Shape()...) }

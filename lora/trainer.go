@@ -37,7 +37,7 @@ type Trainer struct {
 	step       *mlx.Closure // vag, compiled when configured
 	update     *fusedUpdate // clip + AdamW, compiled
 	useKeys    bool         // dropout keys are step inputs
-	ce         *chunkedCE
+	ce         *fusedCE
 	out        string
 	totalSteps int
 	perEpoch   int
@@ -90,7 +90,7 @@ func NewTrainer(cfg RunConfig, m *llama.Model, train, valid *data.Split, padID i
 	if t.totalSteps == 0 {
 		t.totalSteps = (t.perEpoch*cfg.Training.Epochs + cfg.Training.GradAccumulation - 1) / cfg.Training.GradAccumulation
 	}
-	t.ce = newChunkedCE(m, cfg.Training.LossChunk)
+	t.ce = newFusedCE(m, cfg.Training.LossChunk)
 	nParams := len(ad.Params())
 	t.useKeys = cfg.LoRA.Dropout > 0
 	t.vag, err = mlx.NewValueAndGrad(t.lossFunc(nParams), argRange(nParams)...)
@@ -181,9 +181,9 @@ func (t *Trainer) stepInputs(ids, targets, weights, norm *mlx.Array) []*mlx.Arra
 }
 
 // maskedCrossEntropySum is Σ weight·(logsumexp(logits) - logit[target]),
-// computed in float32, chunk by chunk (see chunkedCE).
+// computed in float32, chunk by chunk (see fusedCE).
 func (t *Trainer) maskedCrossEntropySum(ids, targets, weights *mlx.Array) *mlx.Array {
-	return t.ce.sum(t.Model.Hidden(ids, nil), targets, weights, true)
+	return t.ce.sumWithGrad(t.Model.Hidden(ids, nil), targets, weights)
 }
 
 // batchArrays turns a batch into MLX arrays.
@@ -307,12 +307,12 @@ func EvaluateLoss(m *llama.Model, split *data.Split, batchSize, maxBatches int, 
 		groups = groups[:maxBatches]
 	}
 	total, count := 0.0, 0
-	ce := &chunkedCE{model: m}
+	ce := &fusedCE{model: m, chunk: evalLossChunk}
 	for _, g := range groups {
 		b := data.MakeBatch(split.Examples, g, padID)
 		s := mlx.NewScope()
 		ids, targets, weights := batchArrays(b)
-		sum, err := ce.sum(m.Hidden(ids, nil), targets, weights, false).Item()
+		sum, err := ce.sum(m.Hidden(ids, nil), targets, weights).Item()
 		s.Close()
 		if err != nil {
 			return 0, 0, err
