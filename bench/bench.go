@@ -30,8 +30,9 @@ type Options struct {
 	Warmup     int // unmeasured steps first
 	LoRA       lora.Settings
 	GradCkpt   bool
-	NoCompile  bool // trace the training step every time instead of compiling it
-	LossChunk  int  // training.loss_chunk
+	NoCompile  bool    // trace the training step every time instead of compiling it
+	LossChunk  int     // training.loss_chunk
+	MemLimitGB float64 // training.memory_limit_gb
 	Seed       uint64
 	PromptFrac float64 // training: share of each sequence that is prompt (not loss-counted)
 }
@@ -51,6 +52,8 @@ type TrainResult struct {
 	TrainableParams     int     `json:"trainable_params"`
 	GradCheckpoint      bool    `json:"grad_checkpoint"`
 	Compiled            bool    `json:"compiled"`
+	LossChunk           int     `json:"loss_chunk"`
+	MemoryLimitGiB      float64 `json:"memory_limit_gib"` // 0: MLX's default
 	StepSeconds         float64 `json:"step_seconds"`
 	TokensPerSec        float64 `json:"tokens_per_sec"`
 	CountedTokensPerSec float64 `json:"counted_tokens_per_sec"`
@@ -154,6 +157,7 @@ func Train(o Options) (*TrainResult, error) {
 	cfg.Training.GradCheckpoint = o.GradCkpt
 	cfg.Training.Compile = !o.NoCompile
 	cfg.Training.LossChunk = o.LossChunk
+	cfg.Training.MemoryLimitGB = o.MemLimitGB
 	cfg.Training.Seed = o.Seed
 	total := o.Warmup + o.Steps
 	cfg.Training.MaxSteps = total
@@ -166,7 +170,8 @@ func Train(o Options) (*TrainResult, error) {
 	defer tr.Close()
 	res := &TrainResult{Shape: name, Dtype: m.Dtype.String(), Backend: mlx.Backend(), Seq: o.Seq, Batch: o.Batch,
 		Steps: o.Steps, Warmup: o.Warmup, LoRAKeys: fmt.Sprint(s.ResolvedKeys()), LoRALayers: s.NumLayers,
-		Rank: s.Rank, TrainableParams: tr.Adapters.NumParams(), GradCheckpoint: o.GradCkpt, Compiled: !o.NoCompile}
+		Rank: s.Rank, TrainableParams: tr.Adapters.NumParams(), GradCheckpoint: o.GradCkpt, Compiled: !o.NoCompile,
+		LossChunk: o.LossChunk, MemoryLimitGiB: o.MemLimitGB}
 	for i := 0; i < o.Warmup; i++ {
 		if _, err := tr.Step(); err != nil {
 			return nil, fmt.Errorf("warm-up step %d: %w", i+1, err)

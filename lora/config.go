@@ -72,9 +72,16 @@ type TrainingConfig struct {
 	// LossChunk is how many positions the fused LM head + cross-entropy
 	// covers at a time, forward and backward (0: the whole batch at once);
 	// only that many positions' logits ever exist. See lora/loss.go.
-	LossChunk   int `yaml:"loss_chunk" json:"loss_chunk"`
-	ReportEvery int `yaml:"report_every" json:"report_every"`
-	SaveEvery   int `yaml:"save_every" json:"save_every"`
+	LossChunk int `yaml:"loss_chunk" json:"loss_chunk"`
+	// MemoryLimitGB is MLX's memory limit during training, in GiB (0: MLX's
+	// default, most of the device). MLX frees a buffer only when the work
+	// that used it has finished, and queues work far ahead of the device;
+	// above the limit it stops queuing until finished work frees memory. A
+	// limit near the step's true need trades a little speed for a peak
+	// close to it.
+	MemoryLimitGB float64 `yaml:"memory_limit_gb" json:"memory_limit_gb"`
+	ReportEvery   int     `yaml:"report_every" json:"report_every"`
+	SaveEvery     int     `yaml:"save_every" json:"save_every"`
 }
 
 // EvalConfig configures validation.
@@ -260,6 +267,9 @@ func (c RunConfig) Validate() error {
 	}
 	if t.Epochs < 1 && t.MaxSteps < 1 {
 		bad("training.epochs or training.max_steps must be at least 1")
+	}
+	if t.MemoryLimitGB < 0 {
+		bad("training.memory_limit_gb must be non-negative, got %v", t.MemoryLimitGB)
 	}
 	if t.LossChunk < 0 {
 		bad("training.loss_chunk must be non-negative, got %d", t.LossChunk)

@@ -144,26 +144,39 @@ type fusedUpdate struct {
 
 func newFusedUpdate(o *AdamW, n int) (*fusedUpdate, error) {
 	f := mlx.NewClosure(func(in []*mlx.Array) ([]*mlx.Array, error) {
-		p, g, m, v := in[:n], in[n:2*n], in[2*n:3*n], in[3*n:4*n]
-		stepSize, invC2, decay, maxNorm := in[4*n], in[4*n+1], in[4*n+2], in[4*n+3]
-		norm := globalNorm(g)
-		scale := clipScale(norm, maxNorm)
-		finite := mlx.LogicalNot(mlx.LogicalOr(mlx.IsNaN(norm), mlx.IsInf(norm)))
-		out := make([]*mlx.Array, 3*n+1)
-		for i := 0; i < n; i++ {
-			pi, mi, vi := o.adamwStep(p[i], mlx.Multiply(g[i], scale), m[i], v[i], stepSize, invC2, decay)
-			out[i] = mlx.Where(finite, pi, p[i])
-			out[n+i] = mlx.Where(finite, mi, m[i])
-			out[2*n+i] = mlx.Where(finite, vi, v[i])
-		}
-		out[3*n] = norm
-		return out, nil
+		return o.updateGraph(n, in), nil
 	})
 	if err := f.Compile(false); err != nil {
 		f.Free()
 		return nil, err
 	}
 	return &fusedUpdate{n: n, fn: f}, nil
+}
+
+// updateGraph builds the fused update's outputs from its inputs (see
+// fusedUpdate).
+func (o *AdamW) updateGraph(n int, in []*mlx.Array) []*mlx.Array {
+	p, g, m, v := in[:n], in[n:2*n], in[2*n:3*n], in[3*n:4*n]
+	stepSize, invC2, decay, maxNorm := in[4*n], in[4*n+1], in[4*n+2], in[4*n+3]
+	norm := globalNorm(g)
+	scale := clipScale(norm, maxNorm)
+	finite := mlx.LogicalNot(mlx.LogicalOr(mlx.IsNaN(norm), mlx.IsInf(norm)))
+	out := make([]*mlx.Array, 3*n+1)
+	for i := 0; i < n; i++ {
+		pi, mi, vi := o.adamwStep(p[i], mlx.Multiply(g[i], scale), m[i], v[i], stepSize, invC2, decay)
+		out[i] = mlx.Where(finite, pi, p[i])
+		out[n+i] = mlx.Where(finite, mi, m[i])
+		out[2*n+i] = mlx.Where(finite, vi, v[i])
+	}
+	out[3*n] = norm
+	return out
+}
+
+// updateScalars are the fused update's four scalar inputs for the next
+// step at learning rate lr.
+func (o *AdamW) updateScalars(lr, maxNorm float64) []*mlx.Array {
+	stepSize, invC2, decay := o.scalars(lr)
+	return []*mlx.Array{stepSize, invC2, decay, mlx.Scalar(maxNorm, mlx.Float32)}
 }
 
 func (u *fusedUpdate) free() { u.fn.Free() }
@@ -175,24 +188,29 @@ func (u *fusedUpdate) free() { u.fn.Free() }
 func (u *fusedUpdate) apply(o *AdamW, params, grads []*mlx.Array, lr, maxNorm float64) ([]*mlx.Array, float64, error) {
 	s := mlx.NewScope()
 	defer s.Close()
-	stepSize, invC2, decay := o.scalars(lr)
 	in := append(append(append(append([]*mlx.Array{}, params...), grads...), o.M...), o.V...)
-	in = append(in, stepSize, invC2, decay, mlx.Scalar(maxNorm, mlx.Float32))
-	out, err := u.fn.Call(in...)
+	out, err := u.fn.Call(append(in, o.updateScalars(lr, maxNorm)...)...)
 	if err != nil {
 		return nil, 0, err
 	}
 	if err := mlx.Eval(out...); err != nil {
 		return nil, 0, err
 	}
-	norm, err := out[3*u.n].Item()
+	return o.adopt(s, u.n, out)
+}
+
+// adopt takes the evaluated outputs of a fused update (new params, M, V
+// and the norm) created in scope s: it replaces the moments, counts the
+// step and returns the new params (detached) and the gradient norm. When
+// the norm is not finite nothing changes and an error is returned.
+func (o *AdamW) adopt(s *mlx.Scope, n int, out []*mlx.Array) ([]*mlx.Array, float64, error) {
+	norm, err := out[3*n].Item()
 	if err != nil {
 		return nil, 0, err
 	}
 	if math.IsNaN(norm) || math.IsInf(norm, 0) {
 		return nil, norm, fmt.Errorf("gradient norm is %v", norm)
 	}
-	n := u.n
 	s.KeepAll(out[:3*n])
 	mlx.Detach(out[:3*n]...)
 	for i := 0; i < n; i++ {

@@ -36,6 +36,8 @@ type Trainer struct {
 	vag        *mlx.ValueAndGrad
 	step       *mlx.Closure // vag, compiled when configured
 	update     *fusedUpdate // clip + AdamW, compiled
+	stepUpdate *mlx.Closure // vag and the update in one call, when there is no accumulation
+	oldLimit   int64        // MLX's memory limit before the run; -1 when unchanged
 	useKeys    bool         // dropout keys are step inputs
 	ce         *fusedCE
 	out        string
@@ -82,7 +84,7 @@ func NewTrainer(cfg RunConfig, m *llama.Model, train, valid *data.Split, padID i
 	}
 	m.Checkpointing = cfg.Training.GradCheckpoint
 	t := &Trainer{Cfg: cfg, Model: m, Adapters: ad, Train: train, Valid: valid, PadID: padID, Meta: meta, Log: log,
-		out: cfg.Output.Dir, groups: map[int][][]int{}}
+		out: cfg.Output.Dir, groups: map[int][][]int{}, oldLimit: -1}
 	t.Opt = NewAdamW(cfg.Optimizer, ad.Params())
 	t.state = TrainState{Seed: cfg.Training.Seed, BestValLoss: math.Inf(1), InitialVal: math.NaN()}
 	t.perEpoch = len(data.Batches(train.Examples, cfg.Training.BatchSize, 0, cfg.Training.Seed))
@@ -109,14 +111,44 @@ func NewTrainer(cfg RunConfig, m *llama.Model, train, valid *data.Split, padID i
 		ad.Remove()
 		return nil, err
 	}
+	if cfg.Training.GradAccumulation == 1 {
+		t.stepUpdate = mlx.NewClosure(t.stepAndUpdate(nParams))
+	}
 	if cfg.Training.Compile {
-		if err := t.step.Compile(false); err != nil {
-			t.Close()
-			ad.Remove()
-			return nil, err
+		for _, c := range []*mlx.Closure{t.step, t.stepUpdate} {
+			if c == nil {
+				continue
+			}
+			if err := c.Compile(false); err != nil {
+				t.Close()
+				ad.Remove()
+				return nil, err
+			}
 		}
 	}
+	if cfg.Training.MemoryLimitGB > 0 {
+		t.oldLimit = mlx.SetMemoryLimit(int64(cfg.Training.MemoryLimitGB * (1 << 30)))
+	}
 	return t, nil
+}
+
+// stepAndUpdate is a whole step without accumulation as one function: the
+// loss and gradients of one micro-batch and the optimizer update they
+// make, so a step is one compiled call and one wait for the device. Its
+// inputs are stepInputs', then M, V and the update's four scalars; its
+// outputs are the loss, its sum, then the update's (new params, M, V and
+// the gradient norm).
+func (t *Trainer) stepAndUpdate(nParams int) mlx.Func {
+	return func(in []*mlx.Array) ([]*mlx.Array, error) {
+		nStep := len(in) - 2*nParams - 4
+		vals, grads, err := t.vag.Call(in[:nStep]...)
+		if err != nil {
+			return nil, err
+		}
+		upd := append(append([]*mlx.Array{}, in[:nParams]...), grads...)
+		upd = append(upd, in[nStep:]...)
+		return append(vals, t.Opt.updateGraph(nParams, upd)...), nil
+	}
 }
 
 func argRange(n int) []int {
@@ -127,11 +159,17 @@ func argRange(n int) []int {
 	return out
 }
 
-// Close frees the trainer's arrays (not the model's base weights).
+// Close frees the trainer's arrays (not the model's base weights) and
+// restores MLX's memory limit.
 func (t *Trainer) Close() {
+	if t.oldLimit >= 0 {
+		mlx.SetMemoryLimit(t.oldLimit)
+		t.oldLimit = -1
+	}
 	if t.update != nil {
 		t.update.free()
 	}
+	t.stepUpdate.Free()
 	t.step.Free()
 	t.vag.Free()
 	t.Opt.Free()
@@ -231,6 +269,9 @@ func (t *Trainer) trainStep(lr float64) (stepResult, error) {
 	if res.counted == 0 {
 		return res, errors.New("a training step has no loss tokens")
 	}
+	if t.stepUpdate != nil {
+		return t.singleStep(batches[0], res, lr)
+	}
 	var acc []*mlx.Array
 	freeAcc := func() {
 		for _, a := range acc {
@@ -287,6 +328,44 @@ func (t *Trainer) trainStep(lr float64) (stepResult, error) {
 		p.Free()
 	}
 	t.state.Cursor += accum
+	t.state.Step++
+	return res, nil
+}
+
+// singleStep is trainStep without accumulation: one call computes the loss,
+// the gradients and the update, and one wait reads the loss and the norm.
+func (t *Trainer) singleStep(b data.Batch, res stepResult, lr float64) (stepResult, error) {
+	s := mlx.NewScope()
+	defer s.Close()
+	t.Adapters.SetTraining(true, t.state.Seed*1_000_033+uint64(t.state.Cursor))
+	defer t.Adapters.SetTraining(false, 0)
+	ids, targets, weights := batchArrays(b)
+	in := t.stepInputs(ids, targets, weights, mlx.Scalar(res.counted, mlx.Float32))
+	in = append(append(append(in, t.Opt.M...), t.Opt.V...), t.Opt.updateScalars(lr, t.Cfg.Optimizer.GradClip)...)
+	out, err := t.stepUpdate.Call(in...)
+	if err != nil {
+		return res, err
+	}
+	if err := mlx.Eval(out...); err != nil {
+		return res, err
+	}
+	if res.lossSum, err = out[1].Item(); err != nil {
+		return res, err
+	}
+	if loss := res.lossSum / res.counted; math.IsNaN(loss) || math.IsInf(loss, 0) {
+		return res, fmt.Errorf("loss is %v", loss)
+	}
+	old := t.Adapters.Params()
+	params, gn, err := t.Opt.adopt(s, len(old), out[2:])
+	if err != nil {
+		return res, err
+	}
+	res.gradNorm = gn
+	t.Adapters.SetParams(params)
+	for _, p := range old {
+		p.Free()
+	}
+	t.state.Cursor++
 	t.state.Step++
 	return res, nil
 }
