@@ -37,8 +37,10 @@ MODEL="${MODEL_DIR:-$(mktemp -d)}"
 "$FT" init-model --shape "$SHAPE" --dtype "$DTYPE" --out "$MODEL" --seed 1 >/dev/null
 
 run() { local name=$1; shift; echo "==> $name"; "$@" >"$OUT/$name.json" 2>"$OUT/$name.log" || { tail -20 "$OUT/$name.log"; exit 1; }; }
+# FUNGTRAIN_TRAIN_FLAGS: extra `bench train` flags (e.g. --memory-limit-gb 8).
+# shellcheck disable=SC2086
 run fungtrain_train "$FT" bench train --model "$MODEL" --dtype "$DTYPE" --seq "$SEQ" --batch "$BATCH" \
-  --steps "$STEPS" --warmup "$STEPS" --lora-keys "$KEYS" --json
+  --steps "$STEPS" --warmup "$STEPS" --lora-keys "$KEYS" ${FUNGTRAIN_TRAIN_FLAGS:-} --json
 run fungtrain_generate "$FT" bench generate --model "$MODEL" --dtype "$DTYPE" --seq "$DPROMPT" \
   --steps "$DTOKENS" --warmup 1 --json
 run mlxlm "$PY" "$ROOT/bench/mlxlm_anchor.py" --model "$MODEL" --seq "$SEQ" --batch "$BATCH" --steps "$STEPS" \

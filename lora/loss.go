@@ -1,6 +1,8 @@
 package lora
 
 import (
+	"math"
+
 	"github.com/fungtrain/fungtrain/llama"
 	"github.com/fungtrain/fungtrain/mlx"
 )
@@ -30,14 +32,19 @@ const evalLossChunk = 1024
 // fusedCE is the LM head and the weighted cross-entropy as one function
 // with a hand-written backward pass (see above).
 type fusedCE struct {
-	model *llama.Model
-	chunk int // positions per chunk; 0: all at once
-	fn    *mlx.CustomVJP
+	model  *llama.Model
+	chunk  int  // positions per chunk; 0: all at once
+	upcast bool // cast half-precision logits to float32 first (see crossEntropy)
+	fn     *mlx.CustomVJP
 }
 
-func newFusedCE(m *llama.Model, chunk int) *fusedCE {
-	c := &fusedCE{model: m, chunk: chunk}
-	c.fn = mlx.NewCustomVJP(3, c.forward, c.backward)
+// newFusedCE returns the loss of m in chunks of chunk positions, with its
+// custom gradient when grad is set. Call it on the MLX thread.
+func newFusedCE(m *llama.Model, chunk int, grad bool) *fusedCE {
+	c := &fusedCE{model: m, chunk: chunk, upcast: !crossEntropyExactOnHalf()}
+	if grad {
+		c.fn = mlx.NewCustomVJP(3, c.forward, c.backward)
+	}
 	return c
 }
 
@@ -110,15 +117,34 @@ func (c *fusedCE) chunkLossAndGrad(hc, tc, wc *mlx.Array) (loss, grad *mlx.Array
 }
 
 // crossEntropy is the float32 cross-entropy of the logits of h against
-// targets. On the GPU MLX's fused kernel reads bf16/fp16 logits and
-// accumulates in float32 itself; its CPU fallback computes in the logits'
-// dtype, so there they are cast to float32 first.
+// targets. MLX's fused kernel (on the GPU) reads bf16/fp16 logits and
+// accumulates in float32 itself, so they need no float32 copy; its
+// fallback (on the CPU) computes in the logits' dtype, so there they are
+// cast first.
 func (c *fusedCE) crossEntropy(h, targets *mlx.Array) *mlx.Array {
 	logits := c.model.Logits(h)
-	if logits.Dtype() != mlx.Float32 && mlx.DefaultDevice() == mlx.CPU {
+	if c.upcast && logits.Dtype() != mlx.Float32 {
 		logits = mlx.AsType(logits, mlx.Float32)
 	}
 	return mlx.CrossEntropy(logits, targets)
+}
+
+// crossEntropyExactOnHalf reports whether MLX's cross-entropy of bf16
+// logits is float32-accurate on the default device: logits 8, 8.0625,
+// 8.125 and 8.1875 (exact in bf16) against target 0, whose loss bf16
+// arithmetic gets wrong by up to 0.03.
+func crossEntropyExactOnHalf() bool {
+	s := mlx.NewScope()
+	defer s.Close()
+	z := []float64{8, 8.0625, 8.125, 8.1875}
+	se := 0.0
+	for _, v := range z {
+		se += math.Exp(v - z[3])
+	}
+	want := z[3] + math.Log(se) - z[0]
+	logits := mlx.AsType(mlx.FromFloat32s([]float32{8, 8.0625, 8.125, 8.1875}, 1, 4), mlx.BFloat16)
+	got, err := mlx.CrossEntropy(logits, mlx.FromInt32s([]int32{0}, 1)).Item()
+	return err == nil && math.Abs(got-want) < 1e-5
 }
 
 // sum returns Σ w·CE without gradients (evaluation), chunk by chunk.

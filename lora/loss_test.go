@@ -88,7 +88,7 @@ func TestFusedCEMatchesFloat64(t *testing.T) {
 func checkFusedCE(m *llama.Model, chunk int, compiled bool, hv []float32, tv []int32, wv []float32, B, L, D int, wantSum float64, wantGrad []float64) error {
 	s := mlx.NewScope()
 	defer s.Close()
-	ce := newFusedCE(m, chunk)
+	ce := newFusedCE(m, chunk, true)
 	defer ce.free()
 	// The loss is scaled by 3 after the fused function, so the backward
 	// pass must scale the stored gradient by its cotangent.

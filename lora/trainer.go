@@ -92,7 +92,7 @@ func NewTrainer(cfg RunConfig, m *llama.Model, train, valid *data.Split, padID i
 	if t.totalSteps == 0 {
 		t.totalSteps = (t.perEpoch*cfg.Training.Epochs + cfg.Training.GradAccumulation - 1) / cfg.Training.GradAccumulation
 	}
-	t.ce = newFusedCE(m, cfg.Training.LossChunk)
+	t.ce = newFusedCE(m, cfg.Training.LossChunk, true)
 	nParams := len(ad.Params())
 	t.useKeys = cfg.LoRA.Dropout > 0
 	t.vag, err = mlx.NewValueAndGrad(t.lossFunc(nParams), argRange(nParams)...)
@@ -386,7 +386,7 @@ func EvaluateLoss(m *llama.Model, split *data.Split, batchSize, maxBatches int, 
 		groups = groups[:maxBatches]
 	}
 	total, count := 0.0, 0
-	ce := &fusedCE{model: m, chunk: evalLossChunk}
+	ce := newFusedCE(m, evalLossChunk, false)
 	for _, g := range groups {
 		b := data.MakeBatch(split.Examples, g, padID)
 		s := mlx.NewScope()
