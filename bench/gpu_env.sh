@@ -18,6 +18,8 @@ export LD_LIBRARY_PATH="${LD#:}${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 # include path, but CUDA 13 keeps CCCL under include/cccl, so build a
 # CUDA_HOME whose include folder holds both.
 TOOLKIT="${CUDA_HOME:-/usr/local/cuda}"
+# Sourced twice, CUDA_HOME is already the folder built here.
+[ "$TOOLKIT" = /tmp/fungtrain-cuda-home ] && TOOLKIT=/usr/local/cuda
 CUDA_HOME=/tmp/fungtrain-cuda-home
 rm -rf "$CUDA_HOME" && mkdir -p "$CUDA_HOME/include"
 for d in "$TOOLKIT"/include/cccl/* "$TOOLKIT"/include/*; do
