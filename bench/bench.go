@@ -9,6 +9,8 @@ import (
 	"io"
 	"log/slog"
 	"math/rand/v2"
+	"os"
+	"strings"
 	"syscall"
 	"time"
 
@@ -33,35 +35,38 @@ type Options struct {
 	NoCompile  bool    // trace the training step every time instead of compiling it
 	LossChunk  int     // training.loss_chunk
 	MemLimitGB float64 // training.memory_limit_gb
+	Sequential bool    // training.sequential
 	Seed       uint64
 	PromptFrac float64 // training: share of each sequence that is prompt (not loss-counted)
 }
 
 // TrainResult is one training measurement.
 type TrainResult struct {
-	Shape               string  `json:"shape"`
-	Dtype               string  `json:"dtype"`
-	Backend             string  `json:"backend"`
-	Seq                 int     `json:"seq"`
-	Batch               int     `json:"batch"`
-	Steps               int     `json:"steps"`
-	Warmup              int     `json:"warmup"`
-	LoRAKeys            string  `json:"lora_keys"`
-	LoRALayers          int     `json:"lora_layers"`
-	Rank                int     `json:"rank"`
-	TrainableParams     int     `json:"trainable_params"`
-	GradCheckpoint      bool    `json:"grad_checkpoint"`
-	Compiled            bool    `json:"compiled"`
-	LossChunk           int     `json:"loss_chunk"`
-	MemoryLimitGiB      float64 `json:"memory_limit_gib"` // 0: MLX's default
-	StepSeconds         float64 `json:"step_seconds"`
-	TokensPerSec        float64 `json:"tokens_per_sec"`
-	CountedTokensPerSec float64 `json:"counted_tokens_per_sec"`
-	PeakMemoryGiB       float64 `json:"peak_memory_gib"`
-	MaxRSSGiB           float64 `json:"max_rss_gib"`
-	WeightsGiB          float64 `json:"weights_gib"`      // MLX active memory after loading
-	ForwardPeakGiB      float64 `json:"forward_peak_gib"` // peak of one forward pass with the loss, no gradients
-	FinalLoss           float64 `json:"final_loss"`
+	Shape               string            `json:"shape"`
+	Dtype               string            `json:"dtype"`
+	Backend             string            `json:"backend"`
+	Seq                 int               `json:"seq"`
+	Batch               int               `json:"batch"`
+	Steps               int               `json:"steps"`
+	Warmup              int               `json:"warmup"`
+	LoRAKeys            string            `json:"lora_keys"`
+	LoRALayers          int               `json:"lora_layers"`
+	Rank                int               `json:"rank"`
+	TrainableParams     int               `json:"trainable_params"`
+	GradCheckpoint      bool              `json:"grad_checkpoint"`
+	Compiled            bool              `json:"compiled"`
+	LossChunk           int               `json:"loss_chunk"`
+	Sequential          bool              `json:"sequential"`
+	MLXEnv              map[string]string `json:"mlx_env,omitempty"` // MLX_* settings in the environment
+	MemoryLimitGiB      float64           `json:"memory_limit_gib"`  // 0: MLX's default
+	StepSeconds         float64           `json:"step_seconds"`
+	TokensPerSec        float64           `json:"tokens_per_sec"`
+	CountedTokensPerSec float64           `json:"counted_tokens_per_sec"`
+	PeakMemoryGiB       float64           `json:"peak_memory_gib"`
+	MaxRSSGiB           float64           `json:"max_rss_gib"`
+	WeightsGiB          float64           `json:"weights_gib"`      // MLX active memory after loading
+	ForwardPeakGiB      float64           `json:"forward_peak_gib"` // peak of one forward pass with the loss, no gradients
+	FinalLoss           float64           `json:"final_loss"`
 }
 
 // GenResult is one generation measurement.
@@ -158,6 +163,7 @@ func Train(o Options) (*TrainResult, error) {
 	cfg.Training.Compile = !o.NoCompile
 	cfg.Training.LossChunk = o.LossChunk
 	cfg.Training.MemoryLimitGB = o.MemLimitGB
+	cfg.Training.Sequential = o.Sequential
 	cfg.Training.Seed = o.Seed
 	total := o.Warmup + o.Steps
 	cfg.Training.MaxSteps = total
@@ -171,7 +177,7 @@ func Train(o Options) (*TrainResult, error) {
 	res := &TrainResult{Shape: name, Dtype: m.Dtype.String(), Backend: mlx.Backend(), Seq: o.Seq, Batch: o.Batch,
 		Steps: o.Steps, Warmup: o.Warmup, LoRAKeys: fmt.Sprint(s.ResolvedKeys()), LoRALayers: s.NumLayers,
 		Rank: s.Rank, TrainableParams: tr.Adapters.NumParams(), GradCheckpoint: o.GradCkpt, Compiled: !o.NoCompile,
-		LossChunk: o.LossChunk, MemoryLimitGiB: o.MemLimitGB}
+		LossChunk: o.LossChunk, MemoryLimitGiB: o.MemLimitGB, Sequential: o.Sequential, MLXEnv: mlxEnv()}
 	for i := 0; i < o.Warmup; i++ {
 		if _, err := tr.Step(); err != nil {
 			return nil, fmt.Errorf("warm-up step %d: %w", i+1, err)
@@ -233,4 +239,16 @@ func Generate(ctx context.Context, o Options) (*GenResult, error) {
 	return &GenResult{Shape: name, Dtype: m.Dtype.String(), Backend: mlx.Backend(), PromptTokens: st.PromptTokens,
 		GeneratedTokens: st.GeneratedTokens, PrefillPerSec: st.PromptTPS, DecodePerSec: st.GenerationTPS,
 		PeakMemoryGiB: GiB(st.PeakMemoryBytes), MaxRSSGiB: GiB(MaxRSS())}, nil
+}
+
+// mlxEnv lists the MLX_* environment variables, which change how MLX
+// schedules and sizes work.
+func mlxEnv() map[string]string {
+	env := map[string]string{}
+	for _, kv := range os.Environ() {
+		if k, v, ok := strings.Cut(kv, "="); ok && strings.HasPrefix(k, "MLX_") {
+			env[k] = v
+		}
+	}
+	return env
 }

@@ -6,6 +6,7 @@
 #
 #   label | ENV=value ... | extra bench flags
 #
+# Lists used so far are in bench/variants/.
 # (empty fields allowed; a BIN=path entry in the environment field runs
 # another fungtrain binary, e.g. an older build). Results go to
 # OUT_DIR/<label>.json and a table to OUT_DIR/variants.md.
@@ -13,7 +14,7 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 OUTDIR=$1; shift
 mkdir -p "$OUTDIR"
-printf '| variant | tokens/s | step s | peak GiB | forward peak GiB |\n|---|---|---|---|---|\n' > "$OUTDIR/variants.md"
+printf '| variant | tokens/s | step s | peak GiB | forward peak GiB | final loss |\n|---|---|---|---|---|---|\n' > "$OUTDIR/variants.md"
 while IFS='|' read -r label envs flags; do
   label=$(echo "$label" | xargs)
   [ -z "$label" ] && continue
@@ -28,10 +29,10 @@ while IFS='|' read -r label envs flags; do
     python3 - "$OUTDIR/$label.json" "$label" >> "$OUTDIR/variants.md" <<'PY'
 import json, sys
 r = json.load(open(sys.argv[1]))
-print(f"| {sys.argv[2]} | {r['tokens_per_sec']:.0f} | {r['step_seconds']:.4f} | {r['peak_memory_gib']:.2f} | {r['forward_peak_gib']:.2f} |")
+print(f"| {sys.argv[2]} | {r['tokens_per_sec']:.0f} | {r['step_seconds']:.4f} | {r['peak_memory_gib']:.2f} | {r['forward_peak_gib']:.2f} | {r['final_loss']:.5f} |")
 PY
   else
-    echo "| $label | failed: $(tail -1 "$OUTDIR/$label.log") | | | |" >> "$OUTDIR/variants.md"
+    echo "| $label | failed: $(tail -1 "$OUTDIR/$label.log") | | | | |" >> "$OUTDIR/variants.md"
   fi
   tail -1 "$OUTDIR/variants.md"
 done

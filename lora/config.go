@@ -80,8 +80,12 @@ type TrainingConfig struct {
 	// limit near the step's true need trades a little speed for a peak
 	// close to it.
 	MemoryLimitGB float64 `yaml:"memory_limit_gb" json:"memory_limit_gb"`
-	ReportEvery   int     `yaml:"report_every" json:"report_every"`
-	SaveEvery     int     `yaml:"save_every" json:"save_every"`
+	// Sequential turns off queuing the next step on the device before the
+	// current one's loss is read (done only without accumulation); queuing
+	// keeps the device busy between steps and gives identical results.
+	Sequential  bool `yaml:"sequential" json:"sequential"`
+	ReportEvery int  `yaml:"report_every" json:"report_every"`
+	SaveEvery   int  `yaml:"save_every" json:"save_every"`
 }
 
 // EvalConfig configures validation.

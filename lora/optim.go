@@ -36,7 +36,7 @@ func NewAdamW(c OptimizerConfig, params []*mlx.Array) *AdamW {
 // the new moments are detached (long-lived), the old moments freed. The
 // trainer uses the compiled fusedUpdate, built from the same adamwStep.
 func (o *AdamW) Update(params, grads []*mlx.Array, lr float64) []*mlx.Array {
-	stepSize, invC2, decay := o.scalars(lr)
+	stepSize, invC2, decay := o.scalars(o.Step+1, lr)
 	out := make([]*mlx.Array, len(params))
 	for i, p := range params {
 		np, m, v := o.adamwStep(p, grads[i], o.M[i], o.V[i], stepSize, invC2, decay)
@@ -50,10 +50,10 @@ func (o *AdamW) Update(params, grads []*mlx.Array, lr float64) []*mlx.Array {
 	return out
 }
 
-// scalars are the per-update inputs of adamwStep for the next step:
-// lr/(1-β1ᵗ), 1/(1-β2ᵗ) and 1-lr·wd.
-func (o *AdamW) scalars(lr float64) (stepSize, invC2, decay *mlx.Array) {
-	t := float64(o.Step + 1)
+// scalars are the per-update inputs of adamwStep for update number t
+// (1-based): lr/(1-β1ᵗ), 1/(1-β2ᵗ) and 1-lr·wd.
+func (o *AdamW) scalars(step int, lr float64) (stepSize, invC2, decay *mlx.Array) {
+	t := float64(step)
 	c1, c2 := 1-math.Pow(o.Beta1, t), 1-math.Pow(o.Beta2, t)
 	return mlx.Scalar(lr/c1, mlx.Float32), mlx.Scalar(1/c2, mlx.Float32), mlx.Scalar(1-lr*o.WeightDecay, mlx.Float32)
 }
@@ -172,10 +172,10 @@ func (o *AdamW) updateGraph(n int, in []*mlx.Array) []*mlx.Array {
 	return out
 }
 
-// updateScalars are the fused update's four scalar inputs for the next
-// step at learning rate lr.
-func (o *AdamW) updateScalars(lr, maxNorm float64) []*mlx.Array {
-	stepSize, invC2, decay := o.scalars(lr)
+// updateScalars are the fused update's four scalar inputs for update
+// number step (1-based) at learning rate lr.
+func (o *AdamW) updateScalars(step int, lr, maxNorm float64) []*mlx.Array {
+	stepSize, invC2, decay := o.scalars(step, lr)
 	return []*mlx.Array{stepSize, invC2, decay, mlx.Scalar(maxNorm, mlx.Float32)}
 }
 
@@ -189,21 +189,22 @@ func (u *fusedUpdate) apply(o *AdamW, params, grads []*mlx.Array, lr, maxNorm fl
 	s := mlx.NewScope()
 	defer s.Close()
 	in := append(append(append(append([]*mlx.Array{}, params...), grads...), o.M...), o.V...)
-	out, err := u.fn.Call(append(in, o.updateScalars(lr, maxNorm)...)...)
+	out, err := u.fn.Call(append(in, o.updateScalars(o.Step+1, lr, maxNorm)...)...)
 	if err != nil {
 		return nil, 0, err
 	}
 	if err := mlx.Eval(out...); err != nil {
 		return nil, 0, err
 	}
-	return o.adopt(s, u.n, out)
+	return o.adopt(u.n, out)
 }
 
 // adopt takes the evaluated outputs of a fused update (new params, M, V
-// and the norm) created in scope s: it replaces the moments, counts the
-// step and returns the new params (detached) and the gradient norm. When
-// the norm is not finite nothing changes and an error is returned.
-func (o *AdamW) adopt(s *mlx.Scope, n int, out []*mlx.Array) ([]*mlx.Array, float64, error) {
+// and the norm): it detaches and keeps the first 3n (the caller no longer
+// owns them), replaces the moments, counts the step and returns the new
+// params and the gradient norm. When the norm is not finite nothing
+// changes, nothing is taken and an error is returned.
+func (o *AdamW) adopt(n int, out []*mlx.Array) ([]*mlx.Array, float64, error) {
 	norm, err := out[3*n].Item()
 	if err != nil {
 		return nil, 0, err
@@ -211,7 +212,6 @@ func (o *AdamW) adopt(s *mlx.Scope, n int, out []*mlx.Array) ([]*mlx.Array, floa
 	if math.IsNaN(norm) || math.IsInf(norm, 0) {
 		return nil, norm, fmt.Errorf("gradient norm is %v", norm)
 	}
-	s.KeepAll(out[:3*n])
 	mlx.Detach(out[:3*n]...)
 	for i := 0; i < n; i++ {
 		o.M[i].Free()

@@ -37,6 +37,9 @@ type Trainer struct {
 	step       *mlx.Closure // vag, compiled when configured
 	update     *fusedUpdate // clip + AdamW, compiled
 	stepUpdate *mlx.Closure // vag and the update in one call, when there is no accumulation
+	ahead      *queuedStep  // the next step, queued before the current one is read
+	sequential bool         // never queue ahead (training.sequential)
+	aheadUsed  int          // queued steps that were used (tests)
 	oldLimit   int64        // MLX's memory limit before the run; -1 when unchanged
 	useKeys    bool         // dropout keys are step inputs
 	ce         *fusedCE
@@ -126,6 +129,7 @@ func NewTrainer(cfg RunConfig, m *llama.Model, train, valid *data.Split, padID i
 			}
 		}
 	}
+	t.sequential = cfg.Training.Sequential
 	if cfg.Training.MemoryLimitGB > 0 {
 		t.oldLimit = mlx.SetMemoryLimit(int64(cfg.Training.MemoryLimitGB * (1 << 30)))
 	}
@@ -165,6 +169,10 @@ func (t *Trainer) Close() {
 	if t.oldLimit >= 0 {
 		mlx.SetMemoryLimit(t.oldLimit)
 		t.oldLimit = -1
+	}
+	if t.ahead != nil {
+		t.ahead.free()
+		t.ahead = nil
 	}
 	if t.update != nil {
 		t.update.free()
@@ -270,7 +278,7 @@ func (t *Trainer) trainStep(lr float64) (stepResult, error) {
 		return res, errors.New("a training step has no loss tokens")
 	}
 	if t.stepUpdate != nil {
-		return t.singleStep(batches[0], res, lr)
+		return t.singleStep(lr)
 	}
 	var acc []*mlx.Array
 	freeAcc := func() {
@@ -332,33 +340,134 @@ func (t *Trainer) trainStep(lr float64) (stepResult, error) {
 	return res, nil
 }
 
-// singleStep is trainStep without accumulation: one call computes the loss,
-// the gradients and the update, and one wait reads the loss and the norm.
-func (t *Trainer) singleStep(b data.Batch, res stepResult, lr float64) (stepResult, error) {
+// queuedStep is a step without accumulation whose graph is built and
+// queued on the device; its outputs (loss, loss sum, then the update's new
+// params, M, V and gradient norm) are long-lived until adopted or freed.
+type queuedStep struct {
+	cursor int          // the micro-batch it trains on
+	step   int          // updates done before it
+	lr     float64      // its learning rate
+	from   []*mlx.Array // the params it starts from
+	res    stepResult
+	out    []*mlx.Array
+}
+
+// fits reports whether q was built for the trainer's current state.
+func (q *queuedStep) fits(t *Trainer, lr float64) bool {
+	params := t.Adapters.Params()
+	if q.cursor != t.state.Cursor || q.step != t.state.Step || q.lr != lr || len(params) != len(q.from) {
+		return false
+	}
+	for i, p := range params {
+		if p != q.from[i] {
+			return false
+		}
+	}
+	return true
+}
+
+// free releases the outputs the trainer has not adopted.
+func (q *queuedStep) free() {
+	for _, a := range q.out {
+		if a != nil {
+			a.Free()
+		}
+	}
+}
+
+// queueStep builds update number step+1 on micro-batch cursor from params
+// and moments m, v (which may still be computing) and queues it without
+// waiting.
+func (t *Trainer) queueStep(cursor, step int, lr float64, params, m, v []*mlx.Array) (*queuedStep, error) {
+	b := data.MakeBatchPadded(t.Train.Examples, t.microBatch(cursor), t.PadID, t.padTo())
+	q := &queuedStep{cursor: cursor, step: step, lr: lr, from: append([]*mlx.Array{}, params...),
+		res: stepResult{counted: float64(b.Counted), tokens: b.Tokens}}
+	if b.Counted == 0 {
+		return nil, errors.New("a training step has no loss tokens")
+	}
 	s := mlx.NewScope()
 	defer s.Close()
-	t.Adapters.SetTraining(true, t.state.Seed*1_000_033+uint64(t.state.Cursor))
+	t.Adapters.SetTraining(true, t.state.Seed*1_000_033+uint64(cursor))
 	defer t.Adapters.SetTraining(false, 0)
 	ids, targets, weights := batchArrays(b)
-	in := t.stepInputs(ids, targets, weights, mlx.Scalar(res.counted, mlx.Float32))
-	in = append(append(append(in, t.Opt.M...), t.Opt.V...), t.Opt.updateScalars(lr, t.Cfg.Optimizer.GradClip)...)
+	in := append([]*mlx.Array{}, params...)
+	if t.useKeys {
+		in = append(in, t.Adapters.dropoutKeys()...)
+	}
+	in = append(in, ids, targets, weights, mlx.Scalar(q.res.counted, mlx.Float32))
+	in = append(append(append(in, m...), v...), t.Opt.updateScalars(step+1, lr, t.Cfg.Optimizer.GradClip)...)
 	out, err := t.stepUpdate.Call(in...)
 	if err != nil {
+		return nil, err
+	}
+	if err := mlx.AsyncEval(out...); err != nil {
+		return nil, err
+	}
+	mlx.Detach(out...)
+	q.out = out
+	return q, nil
+}
+
+// singleStep is trainStep without accumulation: one compiled call computes
+// the loss, the gradients and the update. Before waiting for it, the next
+// step is queued on top of its (still computing) results, so the device
+// goes from one step to the next without waiting for the host to read the
+// loss and build the next graph. The queued step is used only if the
+// trainer's state is still the one it was built from.
+func (t *Trainer) singleStep(lr float64) (stepResult, error) {
+	q := t.ahead
+	t.ahead = nil
+	if q != nil && !q.fits(t, lr) {
+		q.free()
+		q = nil
+	}
+	if q != nil {
+		t.aheadUsed++
+	}
+	if q == nil {
+		var err error
+		if q, err = t.queueStep(t.state.Cursor, t.state.Step, lr, t.Adapters.Params(), t.Opt.M, t.Opt.V); err != nil {
+			return stepResult{}, err
+		}
+	}
+	n := len(t.Adapters.Params())
+	if t.state.Step+1 < t.totalSteps && !t.sequential {
+		nextLR := LearningRate(t.Cfg.Schedule, t.Cfg.Optimizer.LR, t.state.Step+1, t.totalSteps)
+		u := q.out[2:]
+		// An error here comes back when that step's turn comes.
+		t.ahead, _ = t.queueStep(t.state.Cursor+1, t.state.Step+1, nextLR, u[:n], u[n:2*n], u[2*n:3*n])
+	}
+	res, err := t.finishStep(q, n)
+	q.free()
+	if err != nil && t.ahead != nil {
+		t.ahead.free()
+		t.ahead = nil
+	}
+	return res, err
+}
+
+// finishStep waits for a queued step and adopts its update. On success the
+// adopted arrays are cleared from q.out.
+func (t *Trainer) finishStep(q *queuedStep, n int) (stepResult, error) {
+	res := q.res
+	if err := mlx.Eval(q.out...); err != nil {
 		return res, err
 	}
-	if err := mlx.Eval(out...); err != nil {
-		return res, err
-	}
-	if res.lossSum, err = out[1].Item(); err != nil {
+	var err error
+	if res.lossSum, err = q.out[1].Item(); err != nil {
 		return res, err
 	}
 	if loss := res.lossSum / res.counted; math.IsNaN(loss) || math.IsInf(loss, 0) {
 		return res, fmt.Errorf("loss is %v", loss)
 	}
 	old := t.Adapters.Params()
-	params, gn, err := t.Opt.adopt(s, len(old), out[2:])
+	params, gn, err := t.Opt.adopt(n, q.out[2:])
 	if err != nil {
 		return res, err
+	}
+	params = append([]*mlx.Array{}, params...) // q.out's adopted entries are cleared next
+	for i := 2; i < 2+3*n; i++ {
+		q.out[i] = nil
 	}
 	res.gradNorm = gn
 	t.Adapters.SetParams(params)

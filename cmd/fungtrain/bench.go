@@ -80,6 +80,7 @@ alpha 8, dropout 0.1, the last 12 layers, q and v) on random sequences of
 	fl.BoolVar(&o.NoCompile, "no-compile", false, "trace the training step every time instead of compiling it")
 	fl.IntVar(&o.LossChunk, "loss-chunk", lora.DefaultRunConfig().Training.LossChunk, "positions per chunk of the fused LM head + cross-entropy (0: all at once)")
 	fl.Float64Var(&o.MemLimitGB, "memory-limit-gb", 0, "MLX memory limit during training in GiB (0: MLX's default)")
+	fl.BoolVar(&o.Sequential, "sequential", false, "do not queue the next step before reading the current one")
 	fl.Float64Var(&o.PromptFrac, "prompt-fraction", 0, "share of each sequence that is prompt (not loss-counted)")
 	fl.Uint64Var(&o.Seed, "seed", 42, "seed for weights and data")
 	fl.BoolVar(&asJSON, "json", false, "print JSON")
@@ -93,7 +94,8 @@ func printTable(w io.Writer, res any) error {
 		fmt.Fprintf(tw, "model\t%s (%s, %s)\n", r.Shape, r.Dtype, r.Backend)
 		fmt.Fprintf(tw, "config\tseq %d, batch %d, LoRA r%d on %s of the last %d layers (%d params), grad checkpoint %v, compiled %v\n",
 			r.Seq, r.Batch, r.Rank, r.LoRAKeys, r.LoRALayers, r.TrainableParams, r.GradCheckpoint, r.Compiled)
-		fmt.Fprintf(tw, "memory options\tloss chunk %d, MLX memory limit %s\n", r.LossChunk, limitText(r.MemoryLimitGiB))
+		fmt.Fprintf(tw, "memory options\tloss chunk %d, MLX memory limit %s, sequential %v, MLX environment %v\n",
+			r.LossChunk, limitText(r.MemoryLimitGiB), r.Sequential, r.MLXEnv)
 		fmt.Fprintf(tw, "steps\t%d measured after %d warm-up\n", r.Steps, r.Warmup)
 		fmt.Fprintf(tw, "step time\t%.3f s\n", r.StepSeconds)
 		fmt.Fprintf(tw, "tokens/sec\t%.1f (all), %.1f (loss-counted)\n", r.TokensPerSec, r.CountedTokensPerSec)
