@@ -17,14 +17,37 @@ def load(name):
     return json.loads(text[text.rfind("\n{") + 1:] if text.count("\n{") else text)
 
 
-ft, fg = load("fungtrain_train"), load("fungtrain_generate")
-rows = [("fungtrain", ft["tokens_per_sec"], ft["peak_memory_gib"], fg["decode_tokens_per_sec"], fg["prefill_tokens_per_sec"])]
+def rounds(name):
+    """The results of every round of a measurement (name, name_r2, ...)."""
+    found, r = [], 1
+    while True:
+        res = load(name if r == 1 else f"{name}_r{r}")
+        if res is None:
+            return found
+        found.append(res)
+        r += 1
+
+
+def median(values):
+    v = sorted(values)
+    n = len(v)
+    return v[n // 2] if n % 2 else (v[n // 2 - 1] + v[n // 2]) / 2
+
+
+fts, fg = rounds("fungtrain_train"), load("fungtrain_generate")
+ft = fts[0]
+rows = [("fungtrain", median([r["tokens_per_sec"] for r in fts]), max(r["peak_memory_gib"] for r in fts),
+         fg["decode_tokens_per_sec"], fg["prefill_tokens_per_sec"])]
+per_round = [("fungtrain", [r["tokens_per_sec"] for r in fts])]
 for name in ("mlxlm", "mlxlm_openblas"):
-    m = load(name)
-    if m:
+    ms = rounds(name)
+    if ms:
         label = "mlx-lm" if name == "mlxlm" else "mlx-lm + OpenBLAS preloaded"
-        rows.append((label, m["train"]["tokens_per_sec"], m["train"]["peak_memory_gib"],
+        m = ms[0]
+        rows.append((label, median([r["train"]["tokens_per_sec"] for r in ms]),
+                     max(r["train"]["peak_memory_gib"] for r in ms),
                      m["generate"]["decode_tokens_per_sec"], m["generate"]["prefill_tokens_per_sec"]))
+        per_round.append((label, [r["train"]["tokens_per_sec"] for r in ms]))
 peft = load("peft_anchor")
 if peft:
     key = "qv_seq1024_b1" if "all" not in ft["lora_keys"] else "all_seq1024_b1"
@@ -34,6 +57,11 @@ if peft:
 
 print(f"\nshape {shape_name or ft['shape']} {ft['dtype']} on {ft['backend']}; seq {ft['seq']}, batch {ft['batch']}, "
       f"LoRA r{ft['rank']} {ft['lora_keys']} last {ft['lora_layers']} layers; {ft['steps']} measured steps\n")
+if len(fts) > 1:
+    print(f"{len(fts)} rounds, alternating; train tokens/s is each system's median, peak its largest")
+    for label, values in per_round:
+        print(f"- {label} train tokens/s by round: " + ", ".join(f"{v:.0f}" for v in values))
+    print()
 print("| system | train tokens/s | train peak GiB | decode tokens/s | prefill tokens/s |")
 print("|---|---|---|---|---|")
 for r in rows:

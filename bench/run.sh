@@ -5,7 +5,11 @@
 #
 #   bench/run.sh [--shape tiny] [--dtype f32] [--seq 256] [--batch 1] [--steps 10]
 #                [--keys qv|all] [--decode-prompt 128] [--decode-tokens 128]
-#                [--python PY] [--peft PEFT_SCRIPT] [--out DIR]
+#                [--python PY] [--peft PEFT_SCRIPT] [--out DIR] [--rounds N]
+#
+# With --rounds N the fungtrain and mlx-lm training measurements alternate N
+# times (fungtrain, mlx-lm, fungtrain, ...) and the table uses each one's
+# median: on a shared machine one short window can be off by 10%.
 #
 # Anchors:
 #   mlx-lm   mlx_lm's own trainer and generate_step (bench/mlxlm_anchor.py) on
@@ -16,7 +20,7 @@
 #            (GPU machines only).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-SHAPE=tiny DTYPE=f32 SEQ=256 BATCH=1 STEPS=10 KEYS=qv DPROMPT=128 DTOKENS=128
+SHAPE=tiny DTYPE=f32 SEQ=256 BATCH=1 STEPS=10 KEYS=qv DPROMPT=128 DTOKENS=128 ROUNDS=1
 PY="${FUNGTRAIN_PYTHON:-$ROOT/third_party/pyenv/bin/python}" PEFT="" OUT=""
 FT="${FUNGTRAIN_BIN:-$ROOT/bin/fungtrain}"
 while [ $# -gt 0 ]; do
@@ -24,6 +28,7 @@ while [ $# -gt 0 ]; do
     --shape) SHAPE=$2 ;; --dtype) DTYPE=$2 ;; --seq) SEQ=$2 ;; --batch) BATCH=$2 ;;
     --steps) STEPS=$2 ;; --keys) KEYS=$2 ;; --decode-prompt) DPROMPT=$2 ;;
     --decode-tokens) DTOKENS=$2 ;; --python) PY=$2 ;; --peft) PEFT=$2 ;; --out) OUT=$2 ;;
+    --rounds) ROUNDS=$2 ;;
     *) echo "bench/run.sh: unknown flag $1" >&2; exit 2 ;;
   esac
   shift 2
@@ -38,13 +43,16 @@ MODEL="${MODEL_DIR:-$(mktemp -d)}"
 
 run() { local name=$1; shift; echo "==> $name"; "$@" >"$OUT/$name.json" 2>"$OUT/$name.log" || { tail -20 "$OUT/$name.log"; exit 1; }; }
 # FUNGTRAIN_TRAIN_FLAGS: extra `bench train` flags (e.g. --memory-limit-gb 8).
-# shellcheck disable=SC2086
-run fungtrain_train "$FT" bench train --model "$MODEL" --dtype "$DTYPE" --seq "$SEQ" --batch "$BATCH" \
-  --steps "$STEPS" --warmup "$STEPS" --lora-keys "$KEYS" ${FUNGTRAIN_TRAIN_FLAGS:-} --json
-run fungtrain_generate "$FT" bench generate --model "$MODEL" --dtype "$DTYPE" --seq "$DPROMPT" \
-  --steps "$DTOKENS" --warmup 1 --json
-run mlxlm "$PY" "$ROOT/bench/mlxlm_anchor.py" --model "$MODEL" --seq "$SEQ" --batch "$BATCH" --steps "$STEPS" \
-  --keys "$KEYS" --decode-prompt "$DPROMPT" --decode-tokens "$DTOKENS"
+for r in $(seq 1 "$ROUNDS"); do
+  sfx=""; [ "$r" -gt 1 ] && sfx="_r$r"
+  # shellcheck disable=SC2086
+  run "fungtrain_train$sfx" "$FT" bench train --model "$MODEL" --dtype "$DTYPE" --seq "$SEQ" --batch "$BATCH" \
+    --steps "$STEPS" --warmup "$STEPS" --lora-keys "$KEYS" ${FUNGTRAIN_TRAIN_FLAGS:-} --json
+  [ "$r" -eq 1 ] && run fungtrain_generate "$FT" bench generate --model "$MODEL" --dtype "$DTYPE" --seq "$DPROMPT" \
+    --steps "$DTOKENS" --warmup 1 --json
+  run "mlxlm$sfx" "$PY" "$ROOT/bench/mlxlm_anchor.py" --model "$MODEL" --seq "$SEQ" --batch "$BATCH" --steps "$STEPS" \
+    --keys "$KEYS" --decode-prompt "$DPROMPT" --decode-tokens "$DTOKENS"
+done
 OPENBLAS=""
 for f in /usr/lib/x86_64-linux-gnu/libopenblas.so.0 /usr/lib/aarch64-linux-gnu/libopenblas.so.0; do [ -f "$f" ] && OPENBLAS=$f; done
 if [ -n "$OPENBLAS" ] && grep -q 'backend: cpu' "$OUT/version.txt"; then

@@ -72,21 +72,22 @@ func Version() string { return C.GoString(C.fgt_version()) }
 // Backend is "metal", "cuda" or "cpu".
 func Backend() string { return C.GoString(C.fgt_backend()) }
 
-// CUDABufferMB is the most memory, in MB, that the operations of one CUDA
-// command buffer may touch before MLX submits it (MLX_MAX_MB_PER_BUFFER).
-// MLX frees a buffer only when the work that used it has finished, and it
-// keeps several command buffers in flight, so their size bounds the memory
-// held by queued work. At 200 MB a Llama-3.2-3B LoRA step on the H100
-// peaked 1.2-1.7 GiB lower than with MLX's default, at the same speed
-// (docs/BENCHMARKS.md).
-const CUDABufferMB = 200
+// TrainingBufferMB is the most memory, in MB, that the operations of one
+// CUDA command buffer may touch before MLX submits it
+// (MLX_MAX_MB_PER_BUFFER) in a training process. MLX frees a buffer only
+// when the work that used it has finished, and it keeps up to ten command
+// buffers in flight, so their size bounds the memory held by queued work.
+// At 200 MB a Llama-3.2-3B LoRA step on the H100 peaked 1.2-1.7 GiB lower
+// than with MLX's default (1000 MB there); see docs/BENCHMARKS.md.
+const TrainingBufferMB = 200
 
-// ApplyBackendDefaults sets fungtrain's defaults for MLX's backend settings
-// that are read from the environment, where the user has not set them:
-// today MLX_MAX_MB_PER_BUFFER on CUDA (Metal's per-chip defaults are
-// already small). Call it before the first MLX computation.
-func ApplyBackendDefaults() {
+// UseTrainingBuffers sets MLX_MAX_MB_PER_BUFFER to TrainingBufferMB on
+// CUDA, unless the user set it. It is for training processes only: in
+// generation every token reads all the weights, and small buffers would
+// mean many more launches per token; Metal's per-chip defaults are already
+// small. Call it before the first MLX computation.
+func UseTrainingBuffers() {
 	if Backend() == "cuda" && os.Getenv("MLX_MAX_MB_PER_BUFFER") == "" {
-		os.Setenv("MLX_MAX_MB_PER_BUFFER", strconv.Itoa(CUDABufferMB))
+		os.Setenv("MLX_MAX_MB_PER_BUFFER", strconv.Itoa(TrainingBufferMB))
 	}
 }

@@ -39,6 +39,9 @@ alpha 8, dropout 0.1, the last 12 layers, q and v) on random sequences of
 			default:
 				return fmt.Errorf("--lora-keys %q: want qv or all", keys)
 			}
+			if args[0] == "train" {
+				mlx.UseTrainingBuffers()
+			}
 			var res any
 			err := mlx.Do(func() error {
 				var err error

@@ -7,12 +7,9 @@ package main
 import (
 	"fmt"
 	"os"
-
-	"github.com/fungtrain/fungtrain/mlx"
 )
 
 func main() {
-	mlx.ApplyBackendDefaults()
 	if err := newRootCmd().Execute(); err != nil {
 		fmt.Fprintln(os.Stderr, "error:", err)
 		os.Exit(1)

@@ -41,6 +41,7 @@ adapters, the best adapters (best/) and checkpoints (checkpoints/).
 SIGINT or SIGTERM saves a checkpoint and exits.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
+			mlx.UseTrainingBuffers()
 			return runTrain(cmd, f)
 		},
 	}
