@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # bench/variants.sh OUT_DIR [common bench flags...] < VARIANTS
 #
-# Runs `fungtrain bench train` once per line of VARIANTS, all on one machine
+# Runs `fungtrain bench train` (or, with BENCH=generate in the environment,
+# `fungtrain bench generate`) once per line of VARIANTS, all on one machine
 # in one invocation, so the variants compare with each other. Each line is
 #
 #   label | ENV=value ... | extra bench flags
@@ -14,7 +15,12 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 OUTDIR=$1; shift
 mkdir -p "$OUTDIR"
-printf '| variant | tokens/s | step s | peak GiB | forward peak GiB | final loss |\n|---|---|---|---|---|---|\n' > "$OUTDIR/variants.md"
+BENCH="${BENCH:-train}"
+if [ "$BENCH" = generate ]; then
+  printf '| variant | decode tokens/s | prefill tokens/s | peak GiB |\n|---|---|---|---|\n' > "$OUTDIR/variants.md"
+else
+  printf '| variant | tokens/s | step s | peak GiB | forward peak GiB | final loss |\n|---|---|---|---|---|---|\n' > "$OUTDIR/variants.md"
+fi
 while IFS='|' read -r label envs flags; do
   label=$(echo "$label" | xargs)
   [ -z "$label" ] && continue
@@ -25,10 +31,13 @@ while IFS='|' read -r label envs flags; do
   done
   echo "==> $label"
   # shellcheck disable=SC2086
-  if env "${envv[@]}" "$bin" bench train "$@" $flags --json > "$OUTDIR/$label.json" 2> "$OUTDIR/$label.log"; then
+  if env "${envv[@]}" "$bin" bench "$BENCH" "$@" $flags --json > "$OUTDIR/$label.json" 2> "$OUTDIR/$label.log"; then
     python3 - "$OUTDIR/$label.json" "$label" >> "$OUTDIR/variants.md" <<'PY'
 import json, sys
 r = json.load(open(sys.argv[1]))
+if "decode_tokens_per_sec" in r:
+    print(f"| {sys.argv[2]} | {r['decode_tokens_per_sec']:.1f} | {r['prefill_tokens_per_sec']:.0f} | {r['peak_memory_gib']:.2f} |")
+    sys.exit()
 print(f"| {sys.argv[2]} | {r['tokens_per_sec']:.0f} | {r['step_seconds']:.4f} | {r['peak_memory_gib']:.2f} | {r['forward_peak_gib']:.2f} | {r['final_loss']:.5f} |")
 PY
   else
