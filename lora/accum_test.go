@@ -21,27 +21,35 @@ func oneStep(t *testing.T, train *data.Split, batch, accum int, gradCheckpoint b
 	return oneStepWith(t, train, batch, accum, gradCheckpoint, dropout, 0)
 }
 
-// oneStepWith is oneStep with a loss chunk (training.loss_chunk).
-func oneStepWith(t *testing.T, train *data.Split, batch, accum int, gradCheckpoint bool, dropout float64, lossChunk int) (delta []float64, gradNorm float64) {
+// withTinyTrainer runs f on the MLX thread with a trainer for cfg on a
+// fresh two-layer tiny model (seed 9), and frees everything afterwards.
+func withTinyTrainer(t *testing.T, cfg RunConfig, train *data.Split, f func(tr *Trainer) error) {
 	doMLX(t, func() error {
 		m, err := tinyModel(2, 9)
 		if err != nil {
 			return err
 		}
 		defer m.Free()
-		cfg := testConfig(t.TempDir())
-		cfg.LoRA.Keys = []string{"all-linear"}
-		cfg.Optimizer.LR, cfg.Optimizer.Eps, cfg.Optimizer.GradClip = 1, 1, 0
-		cfg.Training.BatchSize, cfg.Training.GradAccumulation, cfg.Training.MaxSteps = batch, accum, 1
-		cfg.Training.GradCheckpoint = gradCheckpoint
-		cfg.Training.LossChunk = lossChunk
-		cfg.LoRA.Dropout = dropout
 		tr, err := NewTrainer(cfg, m, train, train, tokPad, RunMetadata{}, quietLog())
 		if err != nil {
 			return err
 		}
 		defer tr.Close()
 		defer tr.Adapters.Remove()
+		return f(tr)
+	})
+}
+
+// oneStepWith is oneStep with a loss chunk (training.loss_chunk).
+func oneStepWith(t *testing.T, train *data.Split, batch, accum int, gradCheckpoint bool, dropout float64, lossChunk int) (delta []float64, gradNorm float64) {
+	cfg := testConfig(t.TempDir())
+	cfg.LoRA.Keys = []string{"all-linear"}
+	cfg.Optimizer.LR, cfg.Optimizer.Eps, cfg.Optimizer.GradClip = 1, 1, 0
+	cfg.Training.BatchSize, cfg.Training.GradAccumulation, cfg.Training.MaxSteps = batch, accum, 1
+	cfg.Training.GradCheckpoint = gradCheckpoint
+	cfg.Training.LossChunk = lossChunk
+	cfg.LoRA.Dropout = dropout
+	withTinyTrainer(t, cfg, train, func(tr *Trainer) error {
 		if tr.Model.Checkpointing != gradCheckpoint {
 			return fmt.Errorf("model.Checkpointing is %v", tr.Model.Checkpointing)
 		}
@@ -198,24 +206,13 @@ func TestGradCheckpointSameUpdate(t *testing.T) {
 func TestQueuedStepsSameAsSequential(t *testing.T) {
 	train := loadSplit(t, t.TempDir(), "train", trainPairs[:6])
 	run := func(sequential bool) (params [][]float64, log []float64) {
-		doMLX(t, func() error {
-			m, err := tinyModel(2, 9)
-			if err != nil {
-				return err
-			}
-			defer m.Free()
-			cfg := testConfig(t.TempDir())
-			cfg.Training.BatchSize, cfg.Training.GradAccumulation, cfg.Training.MaxSteps = 2, 1, 5
-			cfg.LoRA.Dropout = 0.1
-			cfg.Schedule = ScheduleConfig{Name: "cosine", WarmupSteps: 1}
-			cfg.Optimizer.LR = 0.05
-			cfg.Training.Sequential = sequential
-			tr, err := NewTrainer(cfg, m, train, train, tokPad, RunMetadata{}, quietLog())
-			if err != nil {
-				return err
-			}
-			defer tr.Close()
-			defer tr.Adapters.Remove()
+		cfg := testConfig(t.TempDir())
+		cfg.Training.BatchSize, cfg.Training.GradAccumulation, cfg.Training.MaxSteps = 2, 1, 5
+		cfg.LoRA.Dropout = 0.1
+		cfg.Schedule = ScheduleConfig{Name: "cosine", WarmupSteps: 1}
+		cfg.Optimizer.LR = 0.05
+		cfg.Training.Sequential = sequential
+		withTinyTrainer(t, cfg, train, func(tr *Trainer) error {
 			for i := 0; i < 5; i++ {
 				st, err := tr.Step()
 				if err != nil {
@@ -233,6 +230,7 @@ func TestQueuedStepsSameAsSequential(t *testing.T) {
 			if want := map[bool]int{true: 0, false: 4}[sequential]; tr.aheadUsed != want {
 				return fmt.Errorf("sequential %v: %d queued steps used, want %d", sequential, tr.aheadUsed, want)
 			}
+			var err error
 			params, err = readFloats(append(tr.Adapters.Params(), tr.Opt.State()...)...)
 			return err
 		})
