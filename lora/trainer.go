@@ -431,7 +431,7 @@ func (t *Trainer) singleStep(lr float64) (stepResult, error) {
 		}
 	}
 	n := len(t.Adapters.Params())
-	if t.state.Step+1 < t.totalSteps && !t.sequential {
+	if t.state.Step+1 < t.totalSteps && !t.sequential && !t.pausesAfter(t.state.Step+1) {
 		nextLR := LearningRate(t.Cfg.Schedule, t.Cfg.Optimizer.LR, t.state.Step+1, t.totalSteps)
 		u := q.out[2:]
 		// An error here comes back when that step's turn comes.
@@ -444,6 +444,14 @@ func (t *Trainer) singleStep(lr float64) (stepResult, error) {
 		t.ahead = nil
 	}
 	return res, err
+}
+
+// pausesAfter reports whether Run evaluates or saves a checkpoint after
+// update number step: the next step is not queued across that pause, whose
+// work would otherwise wait behind it (and be counted as evaluation time).
+func (t *Trainer) pausesAfter(step int) bool {
+	every := func(n int) bool { return n > 0 && step%n == 0 }
+	return every(t.Cfg.Eval.Every) || every(t.Cfg.Training.SaveEvery)
 }
 
 // finishStep waits for a queued step and adopts its update. On success the
