@@ -342,3 +342,44 @@ func TestQuantizedMatmul(t *testing.T) {
 		}
 	}
 }
+
+// TestRopeAtAndSliceUpdateAt: the array-position forms equal the
+// int-position forms exactly, for several positions, and under compile one
+// trace serves every position.
+func TestRopeAtAndSliceUpdateAt(t *testing.T) {
+	r := rand.New(rand.NewSource(21))
+	x := randTensor(r, 1, 2, 3, 8)
+	buf := randTensor(r, 1, 2, 10, 8)
+	inMLX(t, func() error {
+		rope := RoPE{Dims: 8, Base: 10000, Scale: 1}
+		at := NewClosure(func(in []*Array) ([]*Array, error) {
+			pos := in[1]
+			start := Stack([]*Array{pos}, 0)
+			return []*Array{RopeAt(in[0], rope, pos), SliceUpdateAt(in[2], in[0], start, []int{2})}, nil
+		})
+		defer at.Free()
+		if err := at.Compile(false); err != nil {
+			return err
+		}
+		for _, off := range []int{0, 3, 7} {
+			out, err := at.Call(f32(x), Scalar(float64(off), Int32), f32(buf))
+			if err != nil {
+				return err
+			}
+			want := Rope(f32(x), rope, off)
+			if d, err := maxDiff(out[0], want); err != nil || d != 0 {
+				return fmt.Errorf("offset %d: RopeAt differs from Rope by %v (%v)", off, d, err)
+			}
+			wantU := SliceUpdate(f32(buf), f32(x), []int{0, 0, off, 0}, []int{1, 2, off + 3, 8}, nil)
+			if d, err := maxDiff(out[1], wantU); err != nil || d != 0 {
+				return fmt.Errorf("offset %d: SliceUpdateAt differs from SliceUpdate by %v (%v)", off, d, err)
+			}
+		}
+		return nil
+	})
+}
+
+// maxDiff is the largest absolute difference between two arrays.
+func maxDiff(a, b *Array) (float64, error) {
+	return Max(Abs(Subtract(a, b)), false).Item()
+}
