@@ -36,7 +36,6 @@ type Options struct {
 	LossChunk  int     // training.loss_chunk
 	MemLimitGB float64 // training.memory_limit_gb
 	Sequential bool    // training.sequential
-	DynamicKV  bool    // generation: grow the KV cache and build each step op by op (no compiled step)
 	Seed       uint64
 	PromptFrac float64 // training: share of each sequence that is prompt (not loss-counted)
 }
@@ -224,7 +223,7 @@ func Generate(ctx context.Context, o Options) (*GenResult, error) {
 	for i := range prompt {
 		prompt[i] = int32(rng.IntN(m.Config.VocabSize))
 	}
-	opts := llama.GenerateOptions{MaxTokens: o.Steps, DynamicCache: o.DynamicKV}
+	opts := llama.GenerateOptions{MaxTokens: o.Steps}
 	// Warm-up runs the whole generation: MLX's CUDA backend compiles kernels
 	// for new shapes (every cache length) the first time it meets them,
 	// which a short warm-up would leave inside the measurement.

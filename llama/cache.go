@@ -12,9 +12,6 @@ type KVCache struct {
 	Offset int // positions filled
 	keys   *mlx.Array
 	values *mlx.Array
-
-	static bool       // fixed capacity (NewStaticCaches)
-	Pos    *mlx.Array // static caches: the int32 position this step writes first
 }
 
 // NewCaches returns one empty cache per layer.
@@ -37,8 +34,7 @@ func FreeCaches(cs []*KVCache) {
 func (c *KVCache) Free() {
 	c.keys.Free()
 	c.values.Free()
-	c.Pos.Free()
-	c.keys, c.values, c.Pos, c.Offset = nil, nil, nil, 0
+	c.keys, c.values, c.Offset = nil, nil, 0
 }
 
 // Update appends k and v (B, kvHeads, L, D) and returns the keys and values
@@ -79,42 +75,3 @@ func (c *KVCache) State() []*mlx.Array {
 	}
 	return []*mlx.Array{c.keys, c.values}
 }
-
-// Fixed-capacity caches. NewStaticCaches allocates every position up front;
-// a step writes its keys and values at Pos, an int32 scalar array, and
-// attention reads all positions under a mask of those filled. Every decode
-// step then has the same shapes and inputs, so it can be one compiled call
-// (see Generate) instead of a graph of ~30 ops per layer built from Go.
-
-// NewStaticCaches returns one fixed-capacity cache per layer, for batch 1,
-// in dtype dt.
-func (m *Model) NewStaticCaches(capacity int, dt mlx.Dtype) []*KVCache {
-	c := m.Config
-	cs := make([]*KVCache, len(m.Layers))
-	for i := range cs {
-		k := mlx.Zeros(dt, 1, c.NumKVHeads, capacity, c.HeadDim)
-		v := mlx.Zeros(dt, 1, c.NumKVHeads, capacity, c.HeadDim)
-		mlx.Detach(k, v)
-		cs[i] = &KVCache{keys: k, values: v, static: true}
-	}
-	return cs
-}
-
-// writeAt stores k and v (1, kvHeads, L, D) of a fixed-capacity cache at
-// positions Pos.. and returns the whole buffers, which replace the old ones
-// (freed before evaluation, so MLX can update in place).
-func (c *KVCache) writeAt(k, v *mlx.Array) (*mlx.Array, *mlx.Array) {
-	start := mlx.Reshape(c.Pos, 1)
-	c.replace(mlx.SliceUpdateAt(c.keys, k, start, []int{2}), mlx.SliceUpdateAt(c.values, v, start, []int{2}))
-	return c.keys, c.values
-}
-
-// visible is the (L, capacity) mask of the positions each of L new queries
-// at Pos.. may attend to: every filled position up to its own.
-func (c *KVCache) visible(L int) *mlx.Array {
-	capacity := c.keys.Dim(2)
-	cols := mlx.Reshape(mlx.Arange(0, float64(capacity), 1, mlx.Int32), 1, capacity)
-	rows := mlx.Reshape(mlx.Add(mlx.Arange(0, float64(L), 1, mlx.Int32), c.Pos), L, 1)
-	return mlx.LessEqual(cols, rows)
-}
-

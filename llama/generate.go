@@ -26,16 +26,7 @@ type GenerateOptions struct {
 	Sample       SampleOptions
 	StopIDs      []int32 // end-of-sequence token ids
 	PrefillChunk int     // prompt tokens per prefill step (default 512)
-	// DynamicCache grows the KV cache as it fills and builds every decode
-	// step's graph op by op, instead of a fixed-capacity cache and one
-	// compiled call per token (the default up to maxStaticCapacity).
-	DynamicCache bool
 }
-
-// maxStaticCapacity is the largest fixed-capacity KV cache Generate
-// allocates (1 GiB for Llama-3.2-3B in bf16); longer generations grow the
-// cache instead.
-const maxStaticCapacity = 8192
 
 // GenerateStats reports a generation's speed and outcome.
 type GenerateStats struct {
@@ -78,18 +69,8 @@ func (m *Model) Generate(prompt []int32, opts GenerateOptions, emit func(id int3
 	for _, id := range opts.StopIDs {
 		stop[id] = true
 	}
-	capacity := (len(prompt) + opts.MaxTokens + cacheStep - 1) / cacheStep * cacheStep
-	var caches []*KVCache
-	var dec *decoder
-	if opts.DynamicCache || capacity > maxStaticCapacity {
-		caches = m.NewCaches()
-	} else {
-		caches = m.NewStaticCaches(capacity, m.Dtype)
-		dec = newDecoder(m)
-		defer dec.free()
-	}
+	caches := m.NewCaches()
 	defer FreeCaches(caches)
-	pos := 0 // positions in the caches
 	sampler := newSampler(opts.Sample)
 
 	mlx.ResetPeakMemory()
@@ -100,11 +81,7 @@ func (m *Model) Generate(prompt []int32, opts GenerateOptions, emit func(id int3
 		end := min(start+chunk, len(prompt)-1)
 		s := mlx.NewScope()
 		ids := mlx.FromInt32s(prompt[start:end], 1, end-start)
-		for _, c := range caches {
-			c.Pos = mlx.Scalar(float64(pos), mlx.Int32)
-		}
 		h := m.Hidden(ids, caches)
-		pos = end
 		var state []*mlx.Array
 		for _, c := range caches {
 			state = append(state, c.State()...)
@@ -122,17 +99,8 @@ func (m *Model) Generate(prompt []int32, opts GenerateOptions, emit func(id int3
 	step := func(input *mlx.Array) (*mlx.Array, error) {
 		s := mlx.NewScope()
 		defer s.Close()
-		var last *mlx.Array
-		if dec != nil {
-			var err error
-			if last, err = dec.step(input, caches, pos); err != nil {
-				return nil, err
-			}
-		} else {
-			logits := m.Forward(input, caches)
-			last = mlx.Reshape(mlx.SliceAxis(logits, 1, logits.Dim(1)-1, logits.Dim(1)), 1, -1)
-		}
-		pos++
+		logits := m.Forward(input, caches)
+		last := mlx.Reshape(mlx.SliceAxis(logits, 1, logits.Dim(1)-1, logits.Dim(1)), 1, -1)
 		next := sampler.sample(last, history)
 		next = mlx.Reshape(next, 1, 1)
 		if err := mlx.AsyncEval(next); err != nil {
@@ -261,68 +229,4 @@ func (s *sampler) sample(logits *mlx.Array, history []int32) *mlx.Array {
 	key := mlx.RandomKey(o.Seed*7919 + s.step)
 	s.step++
 	return mlx.Categorical(logits, -1, key)
-}
-
-// decoder is one decode step — the model on one token with fixed-capacity
-// caches — as a compiled function: inputs the token (1, 1), its position
-// and every layer's keys and values; outputs the logits (1, vocab) and the
-// updated caches. Built per generation, since it captures the model's
-// current weights and adapters.
-type decoder struct {
-	fn     *mlx.Closure
-	traced []*mlx.Array // cache buffers the trace left detached, freed after the call
-}
-
-func newDecoder(m *Model) *decoder {
-	d := &decoder{}
-	n := len(m.Layers)
-	d.fn = mlx.NewClosure(func(in []*mlx.Array) ([]*mlx.Array, error) {
-		ids, pos := in[0], in[1]
-		cs := make([]*KVCache, n)
-		for i := range cs {
-			cs[i] = &KVCache{keys: in[2+i], values: in[2+n+i], static: true, Pos: pos}
-		}
-		logits := m.Forward(ids, cs)
-		out := []*mlx.Array{mlx.Reshape(logits, 1, -1)}
-		for _, c := range cs {
-			out = append(out, c.keys)
-			d.traced = append(d.traced, c.keys)
-		}
-		for _, c := range cs {
-			out = append(out, c.values)
-			d.traced = append(d.traced, c.values)
-		}
-		return out, nil
-	})
-	return d
-}
-
-func (d *decoder) free() { d.fn.Free() }
-
-// step runs the compiled step for token input at position pos, replaces
-// the caches' buffers with the updated ones and returns the logits.
-func (d *decoder) step(input *mlx.Array, caches []*KVCache, pos int) (*mlx.Array, error) {
-	if err := d.fn.Compile(false); err != nil {
-		return nil, err
-	}
-	in := []*mlx.Array{input, mlx.Scalar(float64(pos), mlx.Int32)}
-	for _, c := range caches {
-		in = append(in, c.keys)
-	}
-	for _, c := range caches {
-		in = append(in, c.values)
-	}
-	out, err := d.fn.Call(in...)
-	for _, a := range d.traced {
-		a.Free()
-	}
-	d.traced = nil
-	if err != nil {
-		return nil, err
-	}
-	n := len(caches)
-	for i, c := range caches {
-		c.replace(out[1+i], out[1+n+i])
-	}
-	return out[0], nil
 }

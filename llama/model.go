@@ -225,12 +225,6 @@ func (a *Attention) Forward(x *mlx.Array, cache *KVCache) *mlx.Array {
 	q := heads(a.Q.Forward(x), a.nHeads)
 	k := heads(a.K.Forward(x), a.nKVHeads)
 	v := heads(a.V.Forward(x), a.nKVHeads)
-	if cache != nil && cache.static {
-		q, k = mlx.RopeAt(q, a.rope, cache.Pos), mlx.RopeAt(k, a.rope, cache.Pos)
-		k, v = cache.writeAt(k, v)
-		o := mlx.ScaledDotProductAttention(q, k, v, a.scale, mlx.MaskNone, cache.visible(L))
-		return a.O.Forward(mlx.Reshape(mlx.Transpose(o, 0, 2, 1, 3), B, L, a.nHeads*a.headDim))
-	}
 	offset := 0
 	if cache != nil {
 		offset = cache.Offset

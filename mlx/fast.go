@@ -55,26 +55,6 @@ func Rope(x *Array, r RoPE, offset int) *Array {
 	return result("Rope", rc, out)
 }
 
-// RopeAt is Rope with the first position given as a scalar integer array,
-// so a compiled function can take it as an input.
-func RopeAt(x *Array, r RoPE, offset *Array) *Array {
-	in := []*Array{x, offset}
-	if r.Freqs != nil {
-		in = append(in, r.Freqs)
-	}
-	if err := inputsErr("RopeAt", in...); err != nil {
-		return errArray(err)
-	}
-	scale := r.Scale
-	if scale == 0 {
-		scale = 1
-	}
-	var out C.fgt_array
-	rc := C.fgt_rope(x.c, C.int(r.Dims), cBool(r.Traditional), C.float(r.Base), cBool(r.Freqs == nil),
-		C.float(scale), 0, offset.c, cOpt(r.Freqs), &out)
-	return result("RopeAt", rc, out)
-}
-
 // Attention masks for ScaledDotProductAttention.
 const (
 	MaskNone   = ""

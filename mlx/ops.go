@@ -604,19 +604,6 @@ func SliceUpdate(src, update *Array, start, stop, strides []int) *Array {
 	return result("SliceUpdate", C.fgt_slice_update(src.c, update.c, s0, s1, s2, n, &out), out)
 }
 
-// SliceUpdateAt writes update into src at the position start (a 1-D
-// integer array, one entry per axis in axes) along axes, so a compiled
-// function can take the position as an input. The update's extent along
-// each axis is its own shape.
-func SliceUpdateAt(src, update, start *Array, axes []int) *Array {
-	if err := inputsErr("SliceUpdateAt", src, update, start); err != nil {
-		return errArray(err)
-	}
-	ax, n := cInts(axes)
-	var out C.fgt_array
-	return result("SliceUpdateAt", C.fgt_slice_update_at(src.c, update.c, start.c, ax, n, &out), out)
-}
-
 // Take gathers elements of a at indices along axis.
 func Take(a, indices *Array, axis int) *Array {
 	if err := inputsErr("Take", a, indices); err != nil {

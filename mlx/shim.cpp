@@ -461,10 +461,6 @@ int fgt_slice_update(fgt_array src, fgt_array upd, const int* start, const int* 
   });
 }
 
-int fgt_slice_update_at(fgt_array src, fgt_array upd, fgt_array start, const int* axes, int n, fgt_array* out) {
-  GUARD({ *out = wrap(mx::slice_update(A(src), A(upd), A(start), std::vector<int>(axes, axes + n))); });
-}
-
 int fgt_take(fgt_array a, fgt_array idx, int axis, int has_axis, fgt_array* out) {
   GUARD({
     if (has_axis) *out = wrap(mx::take(A(a), A(idx), axis));

@@ -80,7 +80,6 @@ int fgt_split_sections(fgt_array a, int nsections, int axis, fgt_vec* out);
 int fgt_split_indices(fgt_array a, const int* indices, int nidx, int axis, fgt_vec* out);
 int fgt_slice(fgt_array a, const int* start, const int* stop, const int* strides, int n, fgt_array* out);
 int fgt_slice_update(fgt_array src, fgt_array upd, const int* start, const int* stop, const int* strides, int n, fgt_array* out);
-int fgt_slice_update_at(fgt_array src, fgt_array upd, fgt_array start, const int* axes, int n, fgt_array* out);
 int fgt_take(fgt_array a, fgt_array idx, int axis, int has_axis, fgt_array* out);
 int fgt_take_along_axis(fgt_array a, fgt_array idx, int axis, fgt_array* out);
 int fgt_put_along_axis(fgt_array a, fgt_array idx, fgt_array vals, int axis, fgt_array* out);

@@ -83,7 +83,6 @@ alpha 8, dropout 0.1, the last 12 layers, q and v) on random sequences of
 	fl.BoolVar(&o.NoCompile, "no-compile", false, "trace the training step every time instead of compiling it")
 	fl.IntVar(&o.LossChunk, "loss-chunk", lora.DefaultRunConfig().Training.LossChunk, "positions per chunk of the fused LM head + cross-entropy (0: all at once)")
 	fl.Float64Var(&o.MemLimitGB, "memory-limit-gb", 0, "MLX memory limit during training in GiB (0: MLX's default)")
-	fl.BoolVar(&o.DynamicKV, "dynamic-cache", false, "generation: grow the KV cache and build each decode step op by op instead of one compiled call")
 	fl.BoolVar(&o.Sequential, "sequential", false, "do not queue the next step before reading the current one")
 	fl.Float64Var(&o.PromptFrac, "prompt-fraction", 0, "share of each sequence that is prompt (not loss-counted)")
 	fl.Uint64Var(&o.Seed, "seed", 42, "seed for weights and data")
