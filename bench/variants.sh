@@ -8,7 +8,7 @@
 #   label | ENV=value ... | extra bench flags
 #
 # Lists used so far are in bench/variants/.
-# (empty fields allowed; a BIN=path entry in the environment field runs
+# (lines starting with # are comments; empty fields allowed; a BIN=path entry in the environment field runs
 # another fungtrain binary, e.g. an older build). Results go to
 # OUT_DIR/<label>.json and a table to OUT_DIR/variants.md.
 set -euo pipefail
@@ -23,7 +23,7 @@ else
 fi
 while IFS='|' read -r label envs flags; do
   label=$(echo "$label" | xargs)
-  [ -z "$label" ] && continue
+  case "$label" in ''|'#'*) continue ;; esac
   bin="$ROOT/bin/fungtrain"
   envv=()
   for kv in $envs; do
