@@ -4,8 +4,11 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"os"
+	"path/filepath"
 	"slices"
 	"sort"
+	"strings"
 	"testing"
 )
 
@@ -203,5 +206,25 @@ func TestBatchesBucketByLength(t *testing.T) {
 	}
 	if len(orders) != 6 {
 		t.Errorf("%d distinct orders over 6 epochs", len(orders))
+	}
+}
+
+// TestFileSHA256 checks the digest against FIPS 180-2's "abc" vector and
+// that a missing file is an error naming it.
+func TestFileSHA256(t *testing.T) {
+	dir := t.TempDir()
+	p := filepath.Join(dir, "abc.jsonl")
+	if err := os.WriteFile(p, []byte("abc"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	got, err := FileSHA256(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"; got != want {
+		t.Errorf("FileSHA256(abc) = %s, want %s", got, want)
+	}
+	if _, err := FileSHA256(filepath.Join(dir, "missing.jsonl")); err == nil || !strings.Contains(err.Error(), "missing.jsonl") {
+		t.Errorf("missing file: error %v, want one naming it", err)
 	}
 }

@@ -57,6 +57,17 @@ type record struct {
 	Text       *string         `json:"text"`
 }
 
+// FileSHA256 is the hex SHA-256 of a file's bytes (how run metadata
+// identifies data files).
+func FileSHA256(path string) (string, error) {
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		return "", err
+	}
+	sum := sha256.Sum256(raw)
+	return hex.EncodeToString(sum[:]), nil
+}
+
 // LoadSplit reads and tokenizes DIR/NAME.jsonl.
 func LoadSplit(cfg TrainData, name string, enc Encoder) (*Split, error) {
 	path := filepath.Join(cfg.Dir, name+".jsonl")

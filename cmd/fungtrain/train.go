@@ -164,7 +164,7 @@ func runMetadata(cfg lora.RunConfig, splits ...*data.Split) (lora.RunMetadata, e
 		meta.DataSHA256[filepath.Base(s.Path)] = s.SHA256
 	}
 	if test := filepath.Join(cfg.Data.Dir, "test.jsonl"); fileExists(test) {
-		sum, _, err := lora.ModelDigest(test)
+		sum, err := data.FileSHA256(test)
 		if err == nil {
 			meta.DataSHA256["test.jsonl"] = sum
 		}
