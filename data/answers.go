@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io/fs"
 	"path/filepath"
-	"sync"
 )
 
 // File names of the answers stage.
@@ -61,7 +60,6 @@ func GenerateAnswers(ctx context.Context, cfg PipelineConfig, env Env, opt Stage
 		return nil, err
 	}
 	logPath := filepath.Join(cfg.WorkDir, AnswersLogFile)
-	var mu sync.Mutex
 	entries, j, err := loadEntries(logPath, opt.Force, log, func(e answersLogEntry) string { return e.ID })
 	if err != nil {
 		return nil, err
@@ -82,17 +80,12 @@ func GenerateAnswers(ctx context.Context, cfg PipelineConfig, env Env, opt Stage
 	}
 	log.Info("starting", "questions", len(questions), "already_done", rep.AlreadyDone, "to_generate", len(todo))
 
-	var llm *llmClient
-	red := newRedactor()
-	if len(todo) > 0 {
-		if llm, err = newLLMClient(cfg.LLM, env, log); err != nil {
-			j.close()
-			return nil, err
-		}
-		red = llm.red
+	run, err := startStage(cfg.LLM, env, log, rep, j, len(todo), concurrencyOf(ac.Concurrency, cfg.LLM))
+	if err != nil {
+		return nil, err
 	}
+	llm := run.llm
 	bar := env.bar("answers", len(todo))
-	brk := newBreaker(concurrencyOf(ac.Concurrency, cfg.LLM), cfg.LLM.APIKeyEnv)
 	runErr := runPool(ctx, concurrencyOf(ac.Concurrency, cfg.LLM), len(todo), func(ctx context.Context, k int) error {
 		defer bar.Add(1)
 		q := questions[todo[k]]
@@ -104,29 +97,10 @@ func GenerateAnswers(ctx context.Context, cfg PipelineConfig, env Env, opt Stage
 		}
 		text, truncated, err := llm.chatText(ctx, sys, usr, checkAnswer)
 		if err != nil {
-			if ctx.Err() != nil {
-				return ctx.Err()
-			}
-			if ferr := brk.record(err, red); ferr != nil {
-				return ferr
-			}
-			f := failureOf(q.ID, err, red)
-			log.Warn("no answer for this question", "id", q.ID, "class", f.Class, "reason", f.Reason)
-			mu.Lock()
-			rep.Failed = append(rep.Failed, f)
-			mu.Unlock()
-			return nil
+			return run.failed(ctx, q.ID, err, "no answer for this question", "id", q.ID)
 		}
-		brk.record(nil, red)
 		e := answersLogEntry{ID: q.ID, Question: q.Question, Answer: text, Truncated: truncated}
-		if err := j.append(e); err != nil {
-			return err
-		}
-		mu.Lock()
-		entries[q.ID] = e
-		rep.Generated++
-		mu.Unlock()
-		return nil
+		return run.succeeded(j, e, func() { entries[q.ID] = e })
 	})
 	bar.Finish()
 	if err := finishStage(ctx, rep, j, llm, false, runErr); err != nil {

@@ -9,7 +9,6 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"unicode/utf8"
 )
 
@@ -92,7 +91,6 @@ func Augment(ctx context.Context, cfg PipelineConfig, env Env, opt StageOptions)
 		return nil, err
 	}
 	logPath := filepath.Join(cfg.WorkDir, AugmentLogFile)
-	var mu sync.Mutex
 	key := func(id, kind string) string { return id + "\x00" + kind }
 	entries, j, err := loadEntries(logPath, opt.Force, log, func(e augmentLogEntry) string { return key(e.SourceID, e.Kind) })
 	if err != nil {
@@ -122,17 +120,12 @@ func Augment(ctx context.Context, cfg PipelineConfig, env Env, opt StageOptions)
 		todo = append(todo, t)
 	}
 	log.Info("starting", "pairs", len(pairs), "tasks", len(tasks), "already_done", rep.AlreadyDone, "to_generate", len(todo))
-	var llm *llmClient
-	red := newRedactor()
-	if len(todo) > 0 {
-		if llm, err = newLLMClient(cfg.LLM, env, log); err != nil {
-			j.close()
-			return nil, err
-		}
-		red = llm.red
+	run, err := startStage(cfg.LLM, env, log, &rep.StageReport, j, len(todo), concurrencyOf(ac.Concurrency, cfg.LLM))
+	if err != nil {
+		return nil, err
 	}
+	llm := run.llm
 	bar := env.bar("augment", len(todo))
-	brk := newBreaker(concurrencyOf(ac.Concurrency, cfg.LLM), cfg.LLM.APIKeyEnv)
 	runErr := runPool(ctx, concurrencyOf(ac.Concurrency, cfg.LLM), len(todo), func(ctx context.Context, k int) error {
 		defer bar.Add(1)
 		t := todo[k]
@@ -169,32 +162,13 @@ func Augment(ctx context.Context, cfg PipelineConfig, env Env, opt StageOptions)
 			items = []string{text}
 		}
 		if err != nil {
-			if ctx.Err() != nil {
-				return ctx.Err()
-			}
-			if ferr := brk.record(err, red); ferr != nil {
-				return ferr
-			}
-			f := failureOf(t.pair.ID+"/"+t.kind, err, red)
-			log.Warn("no variant", "id", t.pair.ID, "kind", t.kind, "class", f.Class, "reason", f.Reason)
-			mu.Lock()
-			rep.Failed = append(rep.Failed, f)
-			mu.Unlock()
-			return nil
+			return run.failed(ctx, t.pair.ID+"/"+t.kind, err, "no variant", "id", t.pair.ID, "kind", t.kind)
 		}
-		brk.record(nil, red)
 		e := augmentLogEntry{SourceID: t.pair.ID, Kind: t.kind, Hash: pairHash(t.pair), Items: items}
 		if t.kind == VariantParaphrase {
 			e.N = ac.Paraphrases
 		}
-		if err := j.append(e); err != nil {
-			return err
-		}
-		mu.Lock()
-		entries[key(t.pair.ID, t.kind)] = e
-		rep.Generated++
-		mu.Unlock()
-		return nil
+		return run.succeeded(j, e, func() { entries[key(t.pair.ID, t.kind)] = e })
 	})
 	bar.Finish()
 	if err := finishStage(ctx, &rep.StageReport, j, llm, true, runErr); err != nil {

@@ -9,7 +9,6 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
 )
 
 // File names of the questions stage.
@@ -60,7 +59,6 @@ func GenerateQuestions(ctx context.Context, cfg PipelineConfig, env Env, opt Sta
 		return nil, err
 	}
 	logPath := filepath.Join(cfg.WorkDir, QuestionsLogFile)
-	var mu sync.Mutex
 	entries, j, err := loadEntries(logPath, opt.Force, log, func(e questionsLogEntry) string { return e.VideoID })
 	if err != nil {
 		return nil, err
@@ -77,17 +75,12 @@ func GenerateQuestions(ctx context.Context, cfg PipelineConfig, env Env, opt Sta
 	}
 	log.Info("starting", "videos", len(transcripts), "already_done", rep.AlreadyDone, "to_generate", len(todo))
 
-	var llm *llmClient
-	red := newRedactor()
-	if len(todo) > 0 {
-		if llm, err = newLLMClient(cfg.LLM, env, log); err != nil {
-			j.close()
-			return nil, err
-		}
-		red = llm.red
+	run, err := startStage(cfg.LLM, env, log, rep, j, len(todo), concurrencyOf(qc.Concurrency, cfg.LLM))
+	if err != nil {
+		return nil, err
 	}
+	llm := run.llm
 	bar := env.bar("questions", len(todo))
-	brk := newBreaker(concurrencyOf(qc.Concurrency, cfg.LLM), cfg.LLM.APIKeyEnv)
 	runErr := runPool(ctx, concurrencyOf(qc.Concurrency, cfg.LLM), len(todo), func(ctx context.Context, k int) error {
 		defer bar.Add(1)
 		t := transcripts[todo[k]]
@@ -103,29 +96,10 @@ func GenerateQuestions(ctx context.Context, cfg PipelineConfig, env Env, opt Sta
 			return perr
 		})
 		if err != nil {
-			if ctx.Err() != nil {
-				return ctx.Err()
-			}
-			if ferr := brk.record(err, red); ferr != nil {
-				return ferr
-			}
-			f := failureOf(t.VideoID, err, red)
-			log.Warn("no questions for this video", "video_id", t.VideoID, "class", f.Class, "reason", f.Reason)
-			mu.Lock()
-			rep.Failed = append(rep.Failed, f)
-			mu.Unlock()
-			return nil
+			return run.failed(ctx, t.VideoID, err, "no questions for this video", "video_id", t.VideoID)
 		}
-		brk.record(nil, red)
 		e := questionsLogEntry{VideoID: t.VideoID, TranscriptHash: shortHash(t.Text), Questions: qs}
-		if err := j.append(e); err != nil {
-			return err
-		}
-		mu.Lock()
-		entries[t.VideoID] = e
-		rep.Generated++
-		mu.Unlock()
-		return nil
+		return run.succeeded(j, e, func() { entries[t.VideoID] = e })
 	})
 	bar.Finish()
 	if err := finishStage(ctx, rep, j, llm, true, runErr); err != nil {

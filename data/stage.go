@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"slices"
 	"strings"
@@ -118,6 +119,66 @@ func (b *breaker) record(err error, red *redactor) error {
 	} else {
 		b.consecutive = 0
 	}
+	return nil
+}
+
+// stageRun is what an LLM stage's workers share: the client (nil when
+// nothing is left to do), the redactor for its errors, the circuit breaker,
+// and the report they fill under one lock.
+type stageRun struct {
+	llm *llmClient
+	red *redactor
+	brk *breaker
+	rep *StageReport
+	log *slog.Logger
+	mu  sync.Mutex
+}
+
+// startStage prepares the workers of a stage with todo items at
+// concurrency conc; on error it closes the stage's journal j.
+func startStage(cfg LLMConfig, env Env, log *slog.Logger, rep *StageReport, j *journal, todo, conc int) (*stageRun, error) {
+	r := &stageRun{red: newRedactor(), brk: newBreaker(conc, cfg.APIKeyEnv), rep: rep, log: log}
+	if todo > 0 {
+		llm, err := newLLMClient(cfg, env, log)
+		if err != nil {
+			j.close()
+			return nil, err
+		}
+		r.llm, r.red = llm, llm.red
+	}
+	return r, nil
+}
+
+// failed handles an item the LLM could not do. A cancelled run or a
+// tripped breaker ends the stage (the error is returned); otherwise the
+// failure of item id is logged with msg and attrs, reported, and the stage
+// goes on.
+func (r *stageRun) failed(ctx context.Context, id string, err error, msg string, attrs ...any) error {
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	if ferr := r.brk.record(err, r.red); ferr != nil {
+		return ferr
+	}
+	f := failureOf(id, err, r.red)
+	r.log.Warn(msg, append(attrs, "class", f.Class, "reason", f.Reason)...)
+	r.mu.Lock()
+	r.rep.Failed = append(r.rep.Failed, f)
+	r.mu.Unlock()
+	return nil
+}
+
+// succeeded journals an item's entry e, then runs keep under the lock and
+// counts the item.
+func (r *stageRun) succeeded(j *journal, e any, keep func()) error {
+	r.brk.record(nil, r.red)
+	if err := j.append(e); err != nil {
+		return err
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	keep()
+	r.rep.Generated++
 	return nil
 }
 
