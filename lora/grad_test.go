@@ -66,7 +66,7 @@ func gradientProbes(t *testing.T, train *data.Split, dropout float64, quantized 
 
 		s := mlx.NewScope()
 		defer s.Close()
-		_, grads, err := tr.vag.Call(tr.stepInputs(ids, targets, weights, norm)...)
+		_, grads, err := tr.vag.Call(tr.stepInputs(tr.Adapters.Params(), ids, targets, weights, norm)...)
 		if err != nil {
 			return err
 		}

@@ -66,8 +66,10 @@ func (c *fusedCE) sumWithGrad(h, targets, weights *mlx.Array) *mlx.Array {
 
 // forward returns the loss sum and its gradient with respect to h. Each
 // chunk becomes one (n, D+1) float32 block — its positions' gradients and
-// their losses side by side — so that MLX's depth-first evaluation
-// finishes a chunk, and frees its logits, before it starts the next.
+// their losses side by side — so a chunk's loss and gradient come out of
+// one array and its logits are consumed by one graph. (MLX still orders
+// independent chunks breadth-first, up to MLX_BFS_MAX_WIDTH at a time; see
+// docs/BENCHMARKS.md.)
 func (c *fusedCE) forward(in []*mlx.Array) ([]*mlx.Array, error) {
 	h, targets, weights := in[0], in[1], in[2]
 	shape := h.Shape()

@@ -219,5 +219,5 @@ func (o *AdamW) adopt(n int, out []*mlx.Array) ([]*mlx.Array, float64, error) {
 		o.M[i], o.V[i] = out[n+i], out[2*n+i]
 	}
 	o.Step++
-	return out[:n], norm, nil
+	return append([]*mlx.Array(nil), out[:n]...), norm, nil
 }

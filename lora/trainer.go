@@ -216,14 +216,20 @@ func (t *Trainer) lossFunc(nParams int) mlx.Func {
 	}
 }
 
-// stepInputs lays out the inputs of lossFunc for the current parameters
-// and micro-batch.
-func (t *Trainer) stepInputs(ids, targets, weights, norm *mlx.Array) []*mlx.Array {
-	in := t.Adapters.Params()
+// stepInputs lays out the inputs of lossFunc for parameters params and a
+// micro-batch.
+func (t *Trainer) stepInputs(params []*mlx.Array, ids, targets, weights, norm *mlx.Array) []*mlx.Array {
+	in := append([]*mlx.Array{}, params...)
 	if t.useKeys {
 		in = append(in, t.Adapters.dropoutKeys()...)
 	}
 	return append(in, ids, targets, weights, norm)
+}
+
+// dropoutSeed seeds the dropout masks of micro-batch cursor: with the
+// cursor it fixes all of a run's randomness, so a resumed run repeats it.
+func (t *Trainer) dropoutSeed(cursor int) uint64 {
+	return t.state.Seed*1_000_033 + uint64(cursor)
 }
 
 // maskedCrossEntropySum is Σ weight·(logsumexp(logits) - logit[target]),
@@ -266,6 +272,9 @@ type stepResult struct {
 
 // trainStep runs one optimizer update over GradAccumulation micro-batches.
 func (t *Trainer) trainStep(lr float64) (stepResult, error) {
+	if t.stepUpdate != nil {
+		return t.singleStep(lr)
+	}
 	accum := t.Cfg.Training.GradAccumulation
 	var res stepResult
 	batches := make([]data.Batch, accum)
@@ -277,9 +286,6 @@ func (t *Trainer) trainStep(lr float64) (stepResult, error) {
 	if res.counted == 0 {
 		return res, errors.New("a training step has no loss tokens")
 	}
-	if t.stepUpdate != nil {
-		return t.singleStep(lr)
-	}
 	var acc []*mlx.Array
 	freeAcc := func() {
 		for _, a := range acc {
@@ -288,10 +294,10 @@ func (t *Trainer) trainStep(lr float64) (stepResult, error) {
 	}
 	for k, b := range batches {
 		s := mlx.NewScope()
-		t.Adapters.SetTraining(true, t.state.Seed*1_000_033+uint64(t.state.Cursor+k))
+		t.Adapters.SetTraining(true, t.dropoutSeed(t.state.Cursor+k))
 		ids, targets, weights := batchArrays(b)
 		norm := mlx.Scalar(res.counted, mlx.Float32)
-		outs, err := t.step.Call(t.stepInputs(ids, targets, weights, norm)...)
+		outs, err := t.step.Call(t.stepInputs(t.Adapters.Params(), ids, targets, weights, norm)...)
 		if err != nil {
 			s.Close()
 			freeAcc()
@@ -380,21 +386,17 @@ func (q *queuedStep) free() {
 // waiting.
 func (t *Trainer) queueStep(cursor, step int, lr float64, params, m, v []*mlx.Array) (*queuedStep, error) {
 	b := data.MakeBatchPadded(t.Train.Examples, t.microBatch(cursor), t.PadID, t.padTo())
-	q := &queuedStep{cursor: cursor, step: step, lr: lr, from: append([]*mlx.Array{}, params...),
-		res: stepResult{counted: float64(b.Counted), tokens: b.Tokens}}
 	if b.Counted == 0 {
 		return nil, errors.New("a training step has no loss tokens")
 	}
+	q := &queuedStep{cursor: cursor, step: step, lr: lr, from: append([]*mlx.Array{}, params...),
+		res: stepResult{counted: float64(b.Counted), tokens: b.Tokens}}
 	s := mlx.NewScope()
 	defer s.Close()
-	t.Adapters.SetTraining(true, t.state.Seed*1_000_033+uint64(cursor))
+	t.Adapters.SetTraining(true, t.dropoutSeed(cursor))
 	defer t.Adapters.SetTraining(false, 0)
 	ids, targets, weights := batchArrays(b)
-	in := append([]*mlx.Array{}, params...)
-	if t.useKeys {
-		in = append(in, t.Adapters.dropoutKeys()...)
-	}
-	in = append(in, ids, targets, weights, mlx.Scalar(q.res.counted, mlx.Float32))
+	in := t.stepInputs(params, ids, targets, weights, mlx.Scalar(q.res.counted, mlx.Float32))
 	in = append(append(append(in, m...), v...), t.Opt.updateScalars(step+1, lr, t.Cfg.Optimizer.GradClip)...)
 	out, err := t.stepUpdate.Call(in...)
 	if err != nil {
@@ -473,10 +475,7 @@ func (t *Trainer) finishStep(q *queuedStep, n int) (stepResult, error) {
 	if err != nil {
 		return res, err
 	}
-	params = append([]*mlx.Array{}, params...) // q.out's adopted entries are cleared next
-	for i := 2; i < 2+3*n; i++ {
-		q.out[i] = nil
-	}
+	clear(q.out[2 : 2+3*n]) // adopted: no longer q's to free
 	res.gradNorm = gn
 	t.Adapters.SetParams(params)
 	for _, p := range old {

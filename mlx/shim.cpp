@@ -155,6 +155,20 @@ std::vector<std::string> unblob(const char* b, size_t len) {
   return out;
 }
 
+// return_tensors hands a loaded name → array map back as arrays and their
+// NUL-separated names, in the same order.
+template <class Map>
+void return_tensors(const Map& tensors, fgt_vec* arrays, char** names, size_t* names_len) {
+  std::vector<std::string> ns;
+  std::vector<mx::array> as;
+  for (auto& [k, v] : tensors) {
+    ns.push_back(k);
+    as.push_back(v);
+  }
+  *arrays = from_vec(std::move(as));
+  *names = blob(ns, names_len);
+}
+
 }  // namespace
 
 struct fgt_vag_s {
@@ -646,19 +660,12 @@ int fgt_custom_vjp_call(uintptr_t fwd, uintptr_t vjp, const fgt_array* inputs, i
 int fgt_load_safetensors(const char* path, fgt_vec* arrays, char** names, size_t* names_len, char** meta, size_t* meta_len) {
   GUARD({
     auto [tensors, md] = mx::load_safetensors(std::string(path));
-    std::vector<std::string> ns;
-    std::vector<mx::array> as;
-    for (auto& [k, v] : tensors) {
-      ns.push_back(k);
-      as.push_back(v);
-    }
+    return_tensors(tensors, arrays, names, names_len);
     std::vector<std::string> kv;
     for (auto& [k, v] : md) {
       kv.push_back(k);
       kv.push_back(v);
     }
-    *arrays = from_vec(std::move(as));
-    *names = blob(ns, names_len);
     *meta = blob(kv, meta_len);
   });
 }
@@ -686,12 +693,7 @@ int fgt_save_safetensors(const char* path, const fgt_array* as, const char* name
 int fgt_load_gguf(const char* path, fgt_vec* arrays, char** names, size_t* names_len, char** meta, size_t* meta_len, fgt_vec* meta_arrays, char** meta_array_names, size_t* meta_array_names_len) {
   GUARD({
     auto [tensors, md] = mx::load_gguf(std::string(path));
-    std::vector<std::string> ns;
-    std::vector<mx::array> as;
-    for (auto& [k, v] : tensors) {
-      ns.push_back(k);
-      as.push_back(v);
-    }
+    return_tensors(tensors, arrays, names, names_len);
     // String metadata as key, value pairs; string lists joined by '\n' are
     // not representable without loss, so they are returned with a "\x01"
     // separator between items.
@@ -715,8 +717,6 @@ int fgt_load_gguf(const char* path, fgt_vec* arrays, char** names, size_t* names
         aas.push_back(*a);
       }
     }
-    *arrays = from_vec(std::move(as));
-    *names = blob(ns, names_len);
     *meta = blob(kv, meta_len);
     *meta_arrays = from_vec(std::move(aas));
     *meta_array_names = blob(ans, meta_array_names_len);
