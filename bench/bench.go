@@ -14,10 +14,10 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/fungtrain/fungtrain/data"
 	"github.com/fungtrain/fungtrain/llama"
 	"github.com/fungtrain/fungtrain/lora"
 	"github.com/fungtrain/fungtrain/mlx"
+	"github.com/fungtrain/fungtrain/traindata"
 )
 
 // Options choose what to measure.
@@ -128,12 +128,12 @@ func loadModel(o Options) (*llama.Model, string, error) {
 
 // SyntheticSplit is n random sequences of seq+1 tokens: seq inputs each,
 // whose targets count in the loss except the first promptFrac of them.
-func SyntheticSplit(n, seq, vocab int, promptFrac float64, seed uint64) *data.Split {
+func SyntheticSplit(n, seq, vocab int, promptFrac float64, seed uint64) *traindata.Split {
 	rng := rand.New(rand.NewPCG(seed, 17))
-	s := &data.Split{Name: "synthetic"}
+	s := &traindata.Split{Name: "synthetic"}
 	prompt := int(promptFrac * float64(seq))
 	for i := 0; i < n; i++ {
-		ex := data.Example{Tokens: make([]int32, seq+1), Counted: make([]bool, seq+1)}
+		ex := traindata.Example{Tokens: make([]int32, seq+1), Counted: make([]bool, seq+1)}
 		for j := range ex.Tokens {
 			ex.Tokens[j] = int32(rng.IntN(vocab))
 			ex.Counted[j] = j > prompt
@@ -185,7 +185,7 @@ func Train(o Options) (*TrainResult, error) {
 	}
 	mlx.ClearCache()
 	mlx.ResetPeakMemory()
-	one := &data.Split{Name: "probe", Examples: split.Examples[:o.Batch]}
+	one := &traindata.Split{Name: "probe", Examples: split.Examples[:o.Batch]}
 	if _, _, err := lora.EvaluateLoss(m, one, o.Batch, 1, 0); err != nil {
 		return nil, err
 	}

@@ -427,6 +427,18 @@ func DecodePipelineYAML(content []byte, file string) (PipelineConfig, error) {
 	return cfg, nil
 }
 
+// SectionKeys are the pipeline's sub-sections of the run file's data:
+// section (work_dir, transcripts, llm, ...): training leaves them to this
+// package.
+func SectionKeys() []string {
+	var keys []string
+	rt := reflect.TypeOf(PipelineConfig{})
+	for i := range rt.NumField() {
+		keys = append(keys, yamlName(rt.Field(i)))
+	}
+	return keys
+}
+
 func mappingValue(m *yaml.Node, key string) *yaml.Node {
 	for i := 0; i+1 < len(m.Content); i += 2 {
 		if m.Content[i].Value == key {

@@ -5,8 +5,8 @@ import (
 	"math"
 	"testing"
 
-	"github.com/fungtrain/fungtrain/data"
 	"github.com/fungtrain/fungtrain/mlx"
+	"github.com/fungtrain/fungtrain/traindata"
 )
 
 // oneStep trains one optimizer update over train with the given batch
@@ -17,13 +17,13 @@ import (
 // lr·sign(g) and would hide any error in the size of g; ε = 1 makes it
 // lr·g/(|g|+1), within 9% of lr·g (|g| < 0.09 here), so the update
 // carries the gradient's size.
-func oneStep(t *testing.T, train *data.Split, batch, accum int, gradCheckpoint bool, dropout float64) (delta []float64, gradNorm float64) {
+func oneStep(t *testing.T, train *traindata.Split, batch, accum int, gradCheckpoint bool, dropout float64) (delta []float64, gradNorm float64) {
 	return oneStepWith(t, train, batch, accum, gradCheckpoint, dropout, 0)
 }
 
 // withTinyTrainer runs f on the MLX thread with a trainer for cfg on a
 // fresh two-layer tiny model (seed 9), and frees everything afterwards.
-func withTinyTrainer(t *testing.T, cfg RunConfig, train *data.Split, f func(tr *Trainer) error) {
+func withTinyTrainer(t *testing.T, cfg RunConfig, train *traindata.Split, f func(tr *Trainer) error) {
 	doMLX(t, func() error {
 		m, err := tinyModel(2, 9)
 		if err != nil {
@@ -41,7 +41,7 @@ func withTinyTrainer(t *testing.T, cfg RunConfig, train *data.Split, f func(tr *
 }
 
 // oneStepWith is oneStep with a loss chunk (training.loss_chunk).
-func oneStepWith(t *testing.T, train *data.Split, batch, accum int, gradCheckpoint bool, dropout float64, lossChunk int) (delta []float64, gradNorm float64) {
+func oneStepWith(t *testing.T, train *traindata.Split, batch, accum int, gradCheckpoint bool, dropout float64, lossChunk int) (delta []float64, gradNorm float64) {
 	cfg := testConfig(t.TempDir())
 	cfg.LoRA.Keys = []string{"all-linear"}
 	cfg.Optimizer.LR, cfg.Optimizer.Eps, cfg.Optimizer.GradClip = 1, 1, 0
@@ -148,7 +148,7 @@ func TestAccumulationIsExact(t *testing.T) {
 		}
 		for i := range train.Examples {
 			s := mlx.NewScope()
-			b := data.MakeBatch(train.Examples, []int{i}, tokPad)
+			b := traindata.MakeBatch(train.Examples, []int{i}, tokPad)
 			ids, targets, weights := batchArrays(b)
 			_, grads, err := tr.vag.Call(append(tr.Adapters.Params(), ids, targets, weights, mlx.Scalar(1, mlx.Float32))...)
 			if err != nil {

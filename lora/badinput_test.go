@@ -7,9 +7,9 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/fungtrain/fungtrain/data"
 	"github.com/fungtrain/fungtrain/llama"
 	"github.com/fungtrain/fungtrain/mlx"
+	"github.com/fungtrain/fungtrain/traindata"
 )
 
 // TestLoadSplitErrors: malformed or unusable training data is refused at
@@ -34,7 +34,7 @@ func TestLoadSplitErrors(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := t.TempDir()
 			writeFile(t, dir, "train.jsonl", tc.content)
-			_, err := data.LoadSplit(data.TrainData{Dir: dir, MaskPrompt: true, MaxSeqLength: 16}, "train", enc)
+			_, err := traindata.LoadSplit(traindata.Config{Dir: dir, MaskPrompt: true, MaxSeqLength: 16}, "train", enc)
 			if err == nil {
 				t.Fatal("loaded")
 			}
@@ -45,7 +45,7 @@ func TestLoadSplitErrors(t *testing.T) {
 			}
 		})
 	}
-	_, err := data.LoadSplit(data.TrainData{Dir: t.TempDir(), MaxSeqLength: 16}, "valid", enc)
+	_, err := traindata.LoadSplit(traindata.Config{Dir: t.TempDir(), MaxSeqLength: 16}, "valid", enc)
 	if err == nil || !strings.Contains(err.Error(), "load valid split") || !strings.Contains(err.Error(), "no such file") {
 		t.Errorf("missing file: %v", err)
 	}
@@ -63,7 +63,7 @@ func TestLoadSplitTokens(t *testing.T) {
 		`{"text": "tea is ok"}`,
 		`{"messages": [{"role": "user", "content": "a b c d e f g h"}, {"role": "assistant", "content": "one two three four five six"}]}`,
 	}, "\n")+"\n")
-	s, err := data.LoadSplit(data.TrainData{Dir: dir, MaskPrompt: true, MaxSeqLength: 14}, "train", enc)
+	s, err := traindata.LoadSplit(traindata.Config{Dir: dir, MaskPrompt: true, MaxSeqLength: 14}, "train", enc)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -89,7 +89,7 @@ func TestLoadSplitTokens(t *testing.T) {
 	}
 	// Without mask_prompt every token after the first counts; a system
 	// prompt is prepended when an example has none.
-	s, err = data.LoadSplit(data.TrainData{Dir: dir, MaxSeqLength: 64, SystemPrompt: "be brief"}, "train", enc)
+	s, err = traindata.LoadSplit(traindata.Config{Dir: dir, MaxSeqLength: 64, SystemPrompt: "be brief"}, "train", enc)
 	if err != nil {
 		t.Fatal(err)
 	}

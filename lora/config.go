@@ -5,12 +5,14 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"os"
+	"slices"
 	"strings"
 
 	"gopkg.in/yaml.v3"
 
-	"github.com/fungtrain/fungtrain/data"
+	"github.com/fungtrain/fungtrain/traindata"
 )
 
 // RunConfig is the whole YAML run file: one section per concern.
@@ -32,11 +34,13 @@ type ModelConfig struct {
 	ChatFormat string `yaml:"chat_format" json:"chat_format"` // override template detection: llama3 or chatml
 }
 
-// DataConfig is the data section: the training data, plus the dataset
-// pipeline's settings (see package data) in the same section.
+// DataConfig is the data section: the training data settings. The dataset
+// pipeline's sub-sections share the section; package data reads them, and
+// the loader keeps them here as written (so config.yaml and checkpoints
+// carry them), once the caller has named them as known (see LoadRunConfig).
 type DataConfig struct {
-	data.TrainData      `yaml:",inline"`
-	data.PipelineConfig `yaml:",inline"`
+	traindata.Config `yaml:",inline"`
+	Pipeline         map[string]any `yaml:",inline" json:"pipeline,omitempty"`
 }
 
 // OptimizerConfig configures AdamW.
@@ -104,7 +108,7 @@ type OutputConfig struct {
 func DefaultRunConfig() RunConfig {
 	return RunConfig{
 		Model:     ModelConfig{Dtype: "auto"},
-		Data:      DataConfig{TrainData: data.TrainData{MaskPrompt: true, MaxSeqLength: 1024}, PipelineConfig: data.DefaultPipelineConfig()},
+		Data:      DataConfig{Config: traindata.Config{MaskPrompt: true, MaxSeqLength: 1024}},
 		LoRA:      DefaultSettings(),
 		Optimizer: OptimizerConfig{Name: "adamw", LR: 1e-5, Beta1: 0.9, Beta2: 0.999, Eps: 1e-8, GradClip: 1.0},
 		Schedule:  ScheduleConfig{Name: "constant"},
@@ -117,8 +121,12 @@ func DefaultRunConfig() RunConfig {
 
 // LoadRunConfig reads path (may be empty for defaults only), applies
 // overrides of the form "section.key=value", decodes strictly (an unknown
-// key is an error that names it) and validates.
-func LoadRunConfig(path string, overrides []string) (RunConfig, error) {
+// key is an error that names it) and validates. dataSections names the
+// keys under data: that another reader owns (the dataset pipeline's
+// sub-sections, data.SectionKeys()): they are kept as written in
+// Data.Pipeline; any other key there that training does not know is an
+// error.
+func LoadRunConfig(path string, overrides []string, dataSections ...string) (RunConfig, error) {
 	cfg := DefaultRunConfig()
 	var root yaml.Node
 	if path != "" {
@@ -151,13 +159,31 @@ func LoadRunConfig(path string, overrides []string) (RunConfig, error) {
 		// The file decoded alone, so an override is at fault.
 		return cfg, fmt.Errorf("config overrides %s: %w", strings.Join(overrides, " "), err)
 	}
+	if err := checkDataSections(cfg.Data.Pipeline, dataSections); err != nil {
+		return cfg, configError(path, err)
+	}
 	if err := cfg.Validate(); err != nil {
-		if path != "" {
-			return cfg, fmt.Errorf("config %s: %w", path, err)
-		}
-		return cfg, err
+		return cfg, configError(path, err)
 	}
 	return cfg, nil
+}
+
+func configError(path string, err error) error {
+	if path != "" {
+		return fmt.Errorf("config %s: %w", path, err)
+	}
+	return err
+}
+
+// checkDataSections rejects keys under data: that neither training nor
+// the named sections own.
+func checkDataSections(keys map[string]any, known []string) error {
+	for _, k := range slices.Sorted(maps.Keys(keys)) {
+		if !slices.Contains(known, k) {
+			return fmt.Errorf("unknown key data.%s", k)
+		}
+	}
+	return nil
 }
 
 // decodeStrict decodes YAML into v; an unknown key is an error.

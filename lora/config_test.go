@@ -298,3 +298,26 @@ func TestClipByGlobalNorm(t *testing.T) {
 		}
 	}
 }
+
+// TestDataSectionsOfOthers: the dataset pipeline's sub-sections under data:
+// pass when the caller names them, are kept as written, and any other key
+// there is an error naming it.
+func TestDataSectionsOfOthers(t *testing.T) {
+	dir := t.TempDir()
+	path := writeFile(t, dir, "run.yaml", "model:\n  path: /m\ndata:\n  dir: /d\n  llm:\n    model: gpt-x\n")
+	cfg, err := LoadRunConfig(path, nil, "llm", "work_dir")
+	if err != nil {
+		t.Fatal(err)
+	}
+	llm, ok := cfg.Data.Pipeline["llm"].(map[string]any)
+	if !ok || llm["model"] != "gpt-x" {
+		t.Errorf("data.llm kept as %#v, want map with model gpt-x", cfg.Data.Pipeline["llm"])
+	}
+	if _, err := LoadRunConfig(path, nil); err == nil || !strings.Contains(err.Error(), "unknown key data.llm") {
+		t.Errorf("without naming llm: err = %v, want unknown key data.llm", err)
+	}
+	typo := writeFile(t, dir, "typo.yaml", "model:\n  path: /m\ndata:\n  dir: /d\n  max_seq_lenght: 9\n")
+	if _, err := LoadRunConfig(typo, nil, "llm"); err == nil || !strings.Contains(err.Error(), "unknown key data.max_seq_lenght") {
+		t.Errorf("typo: err = %v, want unknown key data.max_seq_lenght", err)
+	}
+}

@@ -6,9 +6,9 @@ import (
 	"math/rand/v2"
 	"testing"
 
-	"github.com/fungtrain/fungtrain/data"
 	"github.com/fungtrain/fungtrain/llama"
 	"github.com/fungtrain/fungtrain/mlx"
+	"github.com/fungtrain/fungtrain/traindata"
 )
 
 // fdEps is the finite-difference step: at 1e-2 the float32 forward's
@@ -27,7 +27,7 @@ type gradProbe struct {
 // on two random entries of every A and B of a 2-layer tiny model with
 // adapters on q, v, gate and down, B ~ N(0, 0.05), with the given dropout
 // (its masks held fixed), over dense or 4-bit quantized base layers.
-func gradientProbes(t *testing.T, train *data.Split, dropout float64, quantized bool) []gradProbe {
+func gradientProbes(t *testing.T, train *traindata.Split, dropout float64, quantized bool) []gradProbe {
 	var probes []gradProbe
 	doMLX(t, func() error {
 		m, err := tinyModel(2, 3)
@@ -58,7 +58,7 @@ func gradientProbes(t *testing.T, train *data.Split, dropout float64, quantized 
 		for i := range idx {
 			idx[i] = i
 		}
-		b := data.MakeBatch(train.Examples, idx, tokPad)
+		b := traindata.MakeBatch(train.Examples, idx, tokPad)
 		ids, targets, weights := batchArrays(b)
 		norm := mlx.Scalar(float64(b.Counted), mlx.Float32)
 		mlx.Detach(ids, targets, weights, norm)
@@ -186,7 +186,7 @@ func TestGradientsMatchFiniteDifferences(t *testing.T) {
 
 // ce64 is the batch's weighted mean cross-entropy, in float64, from its
 // logits (B·L rows of V).
-func ce64(logits []float32, b data.Batch) float64 {
+func ce64(logits []float32, b traindata.Batch) float64 {
 	V := len(logits) / (b.B * b.L)
 	sum, count := 0.0, 0.0
 	for k, w := range b.Weights {

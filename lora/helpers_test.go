@@ -15,9 +15,9 @@ import (
 
 	"testing"
 
-	"github.com/fungtrain/fungtrain/data"
 	"github.com/fungtrain/fungtrain/llama"
 	"github.com/fungtrain/fungtrain/mlx"
+	"github.com/fungtrain/fungtrain/traindata"
 )
 
 // TestMain lets the test binary act as a training child for the resume
@@ -50,7 +50,7 @@ const (
 	firstWord    = 8
 )
 
-// wordEncoder is a deterministic data.Encoder over a small vocabulary:
+// wordEncoder is a deterministic traindata.Encoder over a small vocabulary:
 // whitespace-separated words hash to ids; a chat is BOS, then per message
 // a role id, its words and EOS. The assistant mask covers an assistant
 // message's words and its EOS.
@@ -154,11 +154,11 @@ var validPairs = []qa{
 	{"what should i eat", "eat whole food and avoid sugar and snacks"},
 }
 
-// loadSplit writes pairs as JSONL and loads them through data.LoadSplit.
-func loadSplit(t testing.TB, dir, name string, pairs []qa) *data.Split {
+// loadSplit writes pairs as JSONL and loads them through traindata.LoadSplit.
+func loadSplit(t testing.TB, dir, name string, pairs []qa) *traindata.Split {
 	t.Helper()
 	writeFile(t, dir, name+".jsonl", chatJSONL(pairs))
-	s, err := data.LoadSplit(data.TrainData{Dir: dir, MaskPrompt: true, MaxSeqLength: 64}, name, wordEncoder{vocab: 1024})
+	s, err := traindata.LoadSplit(traindata.Config{Dir: dir, MaskPrompt: true, MaxSeqLength: 64}, name, wordEncoder{vocab: 1024})
 	if err != nil {
 		t.Fatal(err)
 	}

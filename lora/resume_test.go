@@ -17,9 +17,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/fungtrain/fungtrain/data"
 	"github.com/fungtrain/fungtrain/llama"
 	"github.com/fungtrain/fungtrain/mlx"
+	"github.com/fungtrain/fungtrain/traindata"
 )
 
 // childEnv, when set, names a JSON run config: the test binary then trains
@@ -76,11 +76,11 @@ func runTraining(ctx context.Context, cfg RunConfig, ck string, log *slog.Logger
 		}
 		defer m.Free()
 		enc := wordEncoder{vocab: m.Config.VocabSize}
-		train, err := data.LoadSplit(cfg.Data.TrainData, "train", enc)
+		train, err := traindata.LoadSplit(cfg.Data.Config, "train", enc)
 		if err != nil {
 			return err
 		}
-		valid, err := data.LoadSplit(cfg.Data.TrainData, "valid", enc)
+		valid, err := traindata.LoadSplit(cfg.Data.Config, "valid", enc)
 		if err != nil {
 			return err
 		}

@@ -10,10 +10,10 @@ import (
 	"path/filepath"
 	"time"
 
-	"github.com/fungtrain/fungtrain/data"
 	"github.com/fungtrain/fungtrain/internal/progress"
 	"github.com/fungtrain/fungtrain/llama"
 	"github.com/fungtrain/fungtrain/mlx"
+	"github.com/fungtrain/fungtrain/traindata"
 )
 
 // ErrInterrupted is returned when a run stopped on a signal after saving
@@ -27,8 +27,8 @@ type Trainer struct {
 	Model    *llama.Model
 	Adapters *Adapters
 	Opt      *AdamW
-	Train    *data.Split
-	Valid    *data.Split
+	Train    *traindata.Split
+	Valid    *traindata.Split
 	PadID    int32
 	Meta     RunMetadata
 	Log      *slog.Logger
@@ -77,7 +77,7 @@ type TrainState struct {
 
 // NewTrainer prepares a run: adapters on the model (fresh from the seed),
 // the optimizer and the value-and-grad function.
-func NewTrainer(cfg RunConfig, m *llama.Model, train, valid *data.Split, padID int32, meta RunMetadata, log *slog.Logger) (*Trainer, error) {
+func NewTrainer(cfg RunConfig, m *llama.Model, train, valid *traindata.Split, padID int32, meta RunMetadata, log *slog.Logger) (*Trainer, error) {
 	if err := cfg.LoRA.Validate(len(m.Layers)); err != nil {
 		return nil, err
 	}
@@ -90,7 +90,7 @@ func NewTrainer(cfg RunConfig, m *llama.Model, train, valid *data.Split, padID i
 		out: cfg.Output.Dir, groups: map[int][][]int{}, oldLimit: -1}
 	t.Opt = NewAdamW(cfg.Optimizer, ad.Params())
 	t.state = TrainState{Seed: cfg.Training.Seed, BestValLoss: math.Inf(1), InitialVal: math.NaN()}
-	t.perEpoch = len(data.Batches(train.Examples, cfg.Training.BatchSize, 0, cfg.Training.Seed))
+	t.perEpoch = len(traindata.Batches(train.Examples, cfg.Training.BatchSize, 0, cfg.Training.Seed))
 	t.totalSteps = cfg.Training.MaxSteps
 	if t.totalSteps == 0 {
 		t.totalSteps = (t.perEpoch*cfg.Training.Epochs + cfg.Training.GradAccumulation - 1) / cfg.Training.GradAccumulation
@@ -239,7 +239,7 @@ func (t *Trainer) maskedCrossEntropySum(ids, targets, weights *mlx.Array) *mlx.A
 }
 
 // batchArrays turns a batch into MLX arrays.
-func batchArrays(b data.Batch) (ids, targets, weights *mlx.Array) {
+func batchArrays(b traindata.Batch) (ids, targets, weights *mlx.Array) {
 	return mlx.FromInt32s(b.Inputs, b.B, b.L), mlx.FromInt32s(b.Targets, b.B, b.L), mlx.FromFloat32s(b.Weights, b.B, b.L)
 }
 
@@ -248,7 +248,7 @@ func (t *Trainer) microBatch(g int) []int {
 	epoch, i := g/t.perEpoch, g%t.perEpoch
 	gs, ok := t.groups[epoch]
 	if !ok {
-		gs = data.Batches(t.Train.Examples, t.Cfg.Training.BatchSize, epoch, t.Cfg.Training.Seed)
+		gs = traindata.Batches(t.Train.Examples, t.Cfg.Training.BatchSize, epoch, t.Cfg.Training.Seed)
 		t.groups = map[int][][]int{epoch: gs} // keep one epoch cached
 	}
 	return gs[i]
@@ -277,9 +277,9 @@ func (t *Trainer) trainStep(lr float64) (stepResult, error) {
 	}
 	accum := t.Cfg.Training.GradAccumulation
 	var res stepResult
-	batches := make([]data.Batch, accum)
+	batches := make([]traindata.Batch, accum)
 	for k := range batches {
-		batches[k] = data.MakeBatchPadded(t.Train.Examples, t.microBatch(t.state.Cursor+k), t.PadID, t.padTo())
+		batches[k] = traindata.MakeBatchPadded(t.Train.Examples, t.microBatch(t.state.Cursor+k), t.PadID, t.padTo())
 		res.counted += float64(batches[k].Counted)
 		res.tokens += batches[k].Tokens
 	}
@@ -385,7 +385,7 @@ func (q *queuedStep) free() {
 // and moments m, v (which may still be computing) and queues it without
 // waiting.
 func (t *Trainer) queueStep(cursor, step int, lr float64, params, m, v []*mlx.Array) (*queuedStep, error) {
-	b := data.MakeBatchPadded(t.Train.Examples, t.microBatch(cursor), t.PadID, t.padTo())
+	b := traindata.MakeBatchPadded(t.Train.Examples, t.microBatch(cursor), t.PadID, t.padTo())
 	if b.Counted == 0 {
 		return nil, errors.New("a training step has no loss tokens")
 	}
@@ -489,22 +489,22 @@ func (t *Trainer) finishStep(q *queuedStep, n int) (stepResult, error) {
 // Evaluate returns the mean cross-entropy over the counted tokens of a
 // split (or its first maxBatches length-sorted batches, the same ones every
 // time) and the token count.
-func (t *Trainer) Evaluate(split *data.Split, maxBatches int) (float64, int, error) {
+func (t *Trainer) Evaluate(split *traindata.Split, maxBatches int) (float64, int, error) {
 	return EvaluateLoss(t.Model, split, t.Cfg.Eval.BatchSize, maxBatches, t.PadID)
 }
 
 // EvaluateLoss is the masked mean cross-entropy of model over split.
-func EvaluateLoss(m *llama.Model, split *data.Split, batchSize, maxBatches int, padID int32) (float64, int, error) {
+func EvaluateLoss(m *llama.Model, split *traindata.Split, batchSize, maxBatches int, padID int32) (float64, int, error) {
 	// A fixed order, by length and not shuffled, so every eval sees the
 	// same subset.
-	groups := data.LengthGroups(split.Examples, batchSize)
+	groups := traindata.LengthGroups(split.Examples, batchSize)
 	if maxBatches > 0 && len(groups) > maxBatches {
 		groups = groups[:maxBatches]
 	}
 	total, count := 0.0, 0
 	ce := newFusedCE(m, evalLossChunk, false)
 	for _, g := range groups {
-		b := data.MakeBatch(split.Examples, g, padID)
+		b := traindata.MakeBatch(split.Examples, g, padID)
 		s := mlx.NewScope()
 		ids, targets, weights := batchArrays(b)
 		sum, err := ce.sum(m.Hidden(ids, nil), targets, weights).Item()
@@ -556,7 +556,7 @@ func (t *Trainer) Run(ctx context.Context) (*Summary, error) {
 		return nil, err
 	}
 	cfg := t.Cfg
-	data.LogSplit(t.Log, t.Train, cfg.Training.BatchSize)
+	traindata.LogSplit(t.Log, t.Train, cfg.Training.BatchSize)
 	t.Log.Info("training", "trainable_params", t.Adapters.NumParams(), "adapted_layers", len(t.Adapters.Names),
 		"steps", t.totalSteps, "start_step", t.state.Step, "batches_per_epoch", t.perEpoch,
 		"grad_accumulation", cfg.Training.GradAccumulation)

@@ -14,6 +14,7 @@ import (
 
 	"github.com/fungtrain/fungtrain/data"
 	"github.com/fungtrain/fungtrain/llama"
+	"github.com/fungtrain/fungtrain/traindata"
 )
 
 const cliLLMKey = "sk-cli-SECRET-0a1b2c3d"
@@ -170,7 +171,7 @@ data:
 			t.Errorf("the API key appears in %s.jsonl", sp)
 		}
 		// The training loader accepts the file.
-		split, err := data.LoadSplit(data.TrainData{Dir: out, MaskPrompt: true, MaxSeqLength: 4096}, sp, charEncoder{})
+		split, err := traindata.LoadSplit(traindata.Config{Dir: out, MaskPrompt: true, MaxSeqLength: 4096}, sp, charEncoder{})
 		if err != nil {
 			t.Fatalf("LoadSplit(%s): %v", sp, err)
 		}

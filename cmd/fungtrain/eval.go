@@ -14,11 +14,11 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/fungtrain/fungtrain/data"
 	"github.com/fungtrain/fungtrain/eval"
 	"github.com/fungtrain/fungtrain/llama"
 	"github.com/fungtrain/fungtrain/lora"
 	"github.com/fungtrain/fungtrain/mlx"
+	"github.com/fungtrain/fungtrain/traindata"
 )
 
 func init() { subcommands = append(subcommands, newEvalCmd) }
@@ -183,7 +183,7 @@ func runEval(cmd *cobra.Command, f evalFlags) error {
 				return err
 			}
 		}
-		split, err := data.LoadSplit(data.TrainData{Dir: f.dataDir, MaskPrompt: true, MaxSeqLength: 4096}, f.split, b.Tokenizer)
+		split, err := traindata.LoadSplit(traindata.Config{Dir: f.dataDir, MaskPrompt: true, MaxSeqLength: 4096}, f.split, b.Tokenizer)
 		if err != nil {
 			return err
 		}

@@ -17,6 +17,7 @@ import (
 	"github.com/fungtrain/fungtrain/llama"
 	"github.com/fungtrain/fungtrain/lora"
 	"github.com/fungtrain/fungtrain/mlx"
+	"github.com/fungtrain/fungtrain/traindata"
 )
 
 func init() { subcommands = append(subcommands, newTrainCmd) }
@@ -57,7 +58,7 @@ func loadTrainConfig(f trainFlags) (lora.RunConfig, string, error) {
 		if f.config == "" {
 			return lora.RunConfig{}, "", errors.New("train: --config is required (or --resume RUN_DIR)")
 		}
-		cfg, err := lora.LoadRunConfig(f.config, f.sets)
+		cfg, err := lora.LoadRunConfig(f.config, f.sets, data.SectionKeys()...)
 		return cfg, "", err
 	}
 	ck, err := lora.LatestCheckpoint(f.resume)
@@ -97,11 +98,11 @@ func runTrain(cmd *cobra.Command, f trainFlags) error {
 			return err
 		}
 		defer b.Close()
-		train, err := data.LoadSplit(cfg.Data.TrainData, "train", b.Tokenizer)
+		train, err := traindata.LoadSplit(cfg.Data.Config, "train", b.Tokenizer)
 		if err != nil {
 			return err
 		}
-		valid, err := data.LoadSplit(cfg.Data.TrainData, "valid", b.Tokenizer)
+		valid, err := traindata.LoadSplit(cfg.Data.Config, "valid", b.Tokenizer)
 		if err != nil {
 			return err
 		}
@@ -154,7 +155,7 @@ func padID(b *llama.Bundle) int32 {
 	return 0
 }
 
-func runMetadata(cfg lora.RunConfig, splits ...*data.Split) (lora.RunMetadata, error) {
+func runMetadata(cfg lora.RunConfig, splits ...*traindata.Split) (lora.RunMetadata, error) {
 	meta := lora.RunMetadata{
 		Timestamp: time.Now().UTC().Format(time.RFC3339), Seed: cfg.Training.Seed, Config: cfg,
 		DataSHA256: map[string]string{}, FungtrainVersion: version, GitCommit: commit,
@@ -164,7 +165,7 @@ func runMetadata(cfg lora.RunConfig, splits ...*data.Split) (lora.RunMetadata, e
 		meta.DataSHA256[filepath.Base(s.Path)] = s.SHA256
 	}
 	if test := filepath.Join(cfg.Data.Dir, "test.jsonl"); fileExists(test) {
-		sum, err := data.FileSHA256(test)
+		sum, err := traindata.FileSHA256(test)
 		if err == nil {
 			meta.DataSHA256["test.jsonl"] = sum
 		}

@@ -1,4 +1,4 @@
-package data
+package traindata
 
 import (
 	"bufio"
@@ -17,8 +17,8 @@ import (
 	"github.com/fungtrain/fungtrain/llama"
 )
 
-// TrainData is the training side of the config's data section.
-type TrainData struct {
+// Config is the training side of the run file's data section.
+type Config struct {
 	Dir          string `yaml:"dir" json:"dir"`                       // holds train.jsonl, valid.jsonl, test.jsonl
 	MaskPrompt   bool   `yaml:"mask_prompt" json:"mask_prompt"`       // train on assistant tokens only
 	MaxSeqLength int    `yaml:"max_seq_length" json:"max_seq_length"` // longer examples are truncated
@@ -69,7 +69,7 @@ func FileSHA256(path string) (string, error) {
 }
 
 // LoadSplit reads and tokenizes DIR/NAME.jsonl.
-func LoadSplit(cfg TrainData, name string, enc Encoder) (*Split, error) {
+func LoadSplit(cfg Config, name string, enc Encoder) (*Split, error) {
 	path := filepath.Join(cfg.Dir, name+".jsonl")
 	raw, err := os.ReadFile(path)
 	if err != nil {
@@ -119,7 +119,7 @@ func countTrue(b []bool) int {
 	return n
 }
 
-func parseExample(b []byte, cfg TrainData, enc Encoder) (Example, error) {
+func parseExample(b []byte, cfg Config, enc Encoder) (Example, error) {
 	dec := json.NewDecoder(bytes.NewReader(b))
 	dec.DisallowUnknownFields()
 	var rec record

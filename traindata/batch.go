@@ -1,4 +1,4 @@
-package data
+package traindata
 
 import (
 	"math/rand/v2"
