@@ -122,6 +122,22 @@ setup_pyenv() {
   write_stamp "$d" "$want"
 }
 
+# The real clients of what fungtrain writes (test venv only): the openai SDK
+# against serve, huggingface_hub against the cache, gguf and llama.cpp
+# (llama-cpp-python, built from source by pip with CMake: minutes the first
+# time; pip caches the wheel) against exported GGUF files.
+setup_pyclients() {
+  local d="$TP/pyenv"
+  if [ -f "$d/.stamp-clients" ] && [ "$(cat "$d/.stamp-clients")" = "$PY_CLIENTS" ]; then
+    step "pyenv: clients already installed"; return
+  fi
+  need cmake "install CMake (pip builds llama-cpp-python with it)"
+  step "pyenv: installing $PY_CLIENTS"
+  # shellcheck disable=SC2086
+  timed "$d/bin/python" -m pip install --quiet --disable-pip-version-check $PY_CLIENTS
+  printf '%s' "$PY_CLIENTS" >"$d/.stamp-clients"
+}
+
 # Chromium for the report's browser test (Debian/Ubuntu only).
 setup_chromium() {
   if command -v chromium >/dev/null 2>&1; then step "chromium: present"; return; fi
@@ -182,6 +198,7 @@ test_all() {
   build
   setup_assets
   setup_pyenv
+  setup_pyclients
   setup_chromium
   go_env
   export FUNGTRAIN_PYTHON="$TP/pyenv/bin/python"
