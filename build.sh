@@ -53,13 +53,15 @@ setup_mlx() {
   write_stamp "$TP/mlx" "$want"
 }
 
-# Tokenizers: libtokenizers.a built with cargo from the Go module's own source.
+# Tokenizers: libtokenizers.a built with cargo from the Rust source that the
+# github.com/daulet/tokenizers Go module ships (TOKENIZERS_VERSION in
+# versions.env; go.mod does not require the module: llama/hftokenizer.go binds
+# the C API of its tokenizers.h, kept in third_party/tokenizers/src).
 setup_tokenizers() {
-  local ver src want
-  ver="$(awk '$1=="github.com/daulet/tokenizers"{print $2}' go.mod | head -n1)"
-  [ -n "$ver" ] || ver="$(go list -m -f '{{.Version}}' github.com/daulet/tokenizers)"
+  local ver="${TOKENIZERS_VERSION:-}" src want
+  [ -n "$ver" ] || die "versions.env sets no TOKENIZERS_VERSION"
   want="daulet/tokenizers@$ver"
-  if stamp_ok "$TP/tokenizers" "$want" && [ -f "$TP/tokenizers/libtokenizers.a" ]; then
+  if stamp_ok "$TP/tokenizers" "$want" && [ -f "$TP/tokenizers/libtokenizers.a" ] && [ -f "$TP/tokenizers/src/tokenizers.h" ]; then
     step "tokenizers: $want already built"; return
   fi
   step "tokenizers: building libtokenizers.a from $want with cargo"

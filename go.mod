@@ -3,7 +3,6 @@ module github.com/fungtrain/fungtrain
 go 1.26
 
 require (
-	github.com/daulet/tokenizers v1.22.1
 	github.com/sashabaranov/go-openai v1.43.0
 	github.com/spf13/cobra v1.10.2
 	github.com/x448/float16 v0.8.4

@@ -1,13 +1,5 @@
 package llama
 
-// The Hugging Face tokenizers library is linked as the static
-// libtokenizers.a that build.sh builds into third_party/tokenizers.
-
-/*
-#cgo LDFLAGS: -L${SRCDIR}/../third_party/tokenizers
-*/
-import "C"
-
 import (
 	"bytes"
 	"encoding/json"
@@ -19,19 +11,17 @@ import (
 	"strings"
 	"time"
 	"unicode/utf8"
-
-	"github.com/daulet/tokenizers"
 )
 
 // Tokenizer turns text into token ids and back. It wraps the Hugging Face
-// tokenizers library (through github.com/daulet/tokenizers) loaded from a
+// tokenizers library (through the binding in hftokenizer.go) loaded from a
 // tokenizer.json, either the model's own or one built from GGUF metadata,
 // and adds what that library does not expose: token lookups, the special
 // token ids, stop tokens, the chat template and a streaming detokenizer.
 //
 // Encode, Decode and the lookups are safe for concurrent use; Close is not.
 type Tokenizer struct {
-	hf   *tokenizers.Tokenizer
+	hf   *hfTokenizer
 	name string // where it was loaded from, for errors
 
 	vocab     map[string]int32 // token text (as in tokenizer.json) -> id
@@ -247,7 +237,7 @@ func newTokenizer(name string, data []byte, meta tokenizerMeta, opts []Tokenizer
 	if err := t.readVocab(data); err != nil {
 		return nil, fmt.Errorf("load tokenizer %s: %w", name, err)
 	}
-	hf, err := tokenizers.FromBytes(data)
+	hf, err := newHFTokenizer(data)
 	if err != nil {
 		return nil, fmt.Errorf("load tokenizer %s: %w", name, err)
 	}
@@ -368,7 +358,7 @@ func isByteLevelDecoder(raw json.RawMessage) bool {
 // Close frees the underlying tokenizer. The Tokenizer must not be used after.
 func (t *Tokenizer) Close() error {
 	if t != nil && t.hf != nil {
-		t.hf.Close()
+		t.hf.close()
 		t.hf = nil
 	}
 	return nil
@@ -392,13 +382,16 @@ func (t *Tokenizer) Encode(text string, addSpecial bool) ([]int32, error) {
 	if !utf8.ValidString(text) {
 		return nil, fmt.Errorf("encode: text is not valid UTF-8")
 	}
-	enc := t.hf.EncodeWithOptions(text, addSpecial)
-	return toInt32(enc.IDs), nil
+	ids, _, err := t.hf.encode(text, addSpecial, false)
+	if err != nil {
+		return nil, fmt.Errorf("encode: %w", err)
+	}
+	return ids, nil
 }
 
 // encodeOffsets tokenizes text (without added special tokens) and returns
 // the ids with each token's byte range in text.
-func (t *Tokenizer) encodeOffsets(text string) ([]int32, []tokenizers.Offset, error) {
+func (t *Tokenizer) encodeOffsets(text string) ([]int32, [][2]int, error) {
 	if t.hf == nil {
 		return nil, nil, fmt.Errorf("encode: tokenizer %s is closed", t.name)
 	}
@@ -408,19 +401,11 @@ func (t *Tokenizer) encodeOffsets(text string) ([]int32, []tokenizers.Offset, er
 	if !utf8.ValidString(text) {
 		return nil, nil, fmt.Errorf("encode: text is not valid UTF-8")
 	}
-	enc := t.hf.EncodeWithOptions(text, false, tokenizers.WithReturnOffsets())
-	if len(enc.Offsets) != len(enc.IDs) {
-		return nil, nil, fmt.Errorf("encode: the tokenizer returned %d offsets for %d tokens", len(enc.Offsets), len(enc.IDs))
+	ids, offsets, err := t.hf.encode(text, false, true)
+	if err != nil {
+		return nil, nil, fmt.Errorf("encode: %w", err)
 	}
-	return toInt32(enc.IDs), enc.Offsets, nil
-}
-
-func toInt32(ids []uint32) []int32 {
-	out := make([]int32, len(ids))
-	for i, id := range ids {
-		out[i] = int32(id)
-	}
-	return out
+	return ids, offsets, nil
 }
 
 // Decode turns ids back into text, special tokens included, exactly as HF
@@ -444,22 +429,20 @@ func (t *Tokenizer) Decode(ids []int32) string {
 	if t.hf == nil {
 		return ""
 	}
-	u := make([]uint32, 0, len(ids))
+	known := make([]int32, 0, len(ids))
 	for _, id := range ids {
 		if id >= 0 {
-			u = append(u, uint32(id))
+			known = append(known, id)
 		}
 	}
-	return t.hf.Decode(u, false)
+	text, _ := t.hf.decode(known, false)
+	return text
 }
 
 // hfDecode decodes through the HF library (tests compare it with Decode).
 func (t *Tokenizer) hfDecode(ids []int32) string {
-	u := make([]uint32, len(ids))
-	for i, id := range ids {
-		u[i] = uint32(id)
-	}
-	return t.hf.Decode(u, false)
+	text, _ := t.hf.decode(ids, false)
+	return text
 }
 
 // TokenID returns the id of a token given its text as in tokenizer.json
