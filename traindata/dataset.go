@@ -1,14 +1,10 @@
 package traindata
 
 import (
-	"bufio"
 	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
-	"encoding/json"
-	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"math"
 	"os"
@@ -49,14 +45,6 @@ type Split struct {
 	Truncated int // examples cut to MaxSeqLength
 }
 
-// record is one JSONL line in any of mlx-lm's formats.
-type record struct {
-	Messages   []llama.Message `json:"messages"`
-	Prompt     *string         `json:"prompt"`
-	Completion *string         `json:"completion"`
-	Text       *string         `json:"text"`
-}
-
 // FileSHA256 is the hex SHA-256 of a file's bytes (how run metadata
 // identifies data files).
 func FileSHA256(path string) (string, error) {
@@ -77,31 +65,25 @@ func LoadSplit(cfg Config, name string, enc Encoder) (*Split, error) {
 	}
 	sum := sha256.Sum256(raw)
 	s := &Split{Name: name, Path: path, SHA256: hex.EncodeToString(sum[:])}
-	r := bufio.NewReader(bytes.NewReader(raw))
-	for line := 1; ; line++ {
-		b, err := r.ReadBytes('\n')
-		if len(bytes.TrimSpace(b)) > 0 {
-			ex, perr := parseExample(b, cfg, enc)
-			if perr != nil {
-				return nil, fmt.Errorf("%s line %d: %w", path, line, perr)
-			}
-			ex.Line = line
-			if cfg.MaxSeqLength > 0 && len(ex.Tokens) > cfg.MaxSeqLength {
-				ex.Tokens = ex.Tokens[:cfg.MaxSeqLength]
-				ex.Counted = ex.Counted[:cfg.MaxSeqLength]
-				s.Truncated++
-			}
-			if countTrue(ex.Counted) == 0 {
-				return nil, fmt.Errorf("%s line %d: no tokens to train on (after truncation to %d tokens)", path, line, cfg.MaxSeqLength)
-			}
-			s.Examples = append(s.Examples, ex)
-		}
-		if errors.Is(err, io.EOF) {
-			break
-		}
+	err = ReadRecords(bytes.NewReader(raw), path, func(rec Record) error {
+		ex, err := tokenize(rec, cfg, enc)
 		if err != nil {
-			return nil, fmt.Errorf("read %s: %w", path, err)
+			return err
 		}
+		ex.Line = rec.Line
+		if cfg.MaxSeqLength > 0 && len(ex.Tokens) > cfg.MaxSeqLength {
+			ex.Tokens = ex.Tokens[:cfg.MaxSeqLength]
+			ex.Counted = ex.Counted[:cfg.MaxSeqLength]
+			s.Truncated++
+		}
+		if countTrue(ex.Counted) == 0 {
+			return fmt.Errorf("no tokens to train on (after truncation to %d tokens)", cfg.MaxSeqLength)
+		}
+		s.Examples = append(s.Examples, ex)
+		return nil
+	})
+	if err != nil {
+		return nil, err
 	}
 	if len(s.Examples) == 0 {
 		return nil, fmt.Errorf("%s: the %s split is empty", path, name)
@@ -119,39 +101,13 @@ func countTrue(b []bool) int {
 	return n
 }
 
-func parseExample(b []byte, cfg Config, enc Encoder) (Example, error) {
-	dec := json.NewDecoder(bytes.NewReader(b))
-	dec.DisallowUnknownFields()
-	var rec record
-	if err := dec.Decode(&rec); err != nil {
-		// Tolerate extra fields (ids, variants, scores) but not bad JSON.
-		var loose record
-		if err2 := json.Unmarshal(b, &loose); err2 != nil {
-			return Example{}, fmt.Errorf("malformed JSON: %w", err2)
-		}
-		rec = loose
+// tokenize encodes a record: a conversation through the chat template
+// (with the configured system prompt when it has none), a text as is.
+func tokenize(rec Record, cfg Config, enc Encoder) (Example, error) {
+	if rec.Messages == nil {
+		return textExample(rec.Text, enc)
 	}
-	var msgs []llama.Message
-	switch {
-	case len(rec.Messages) > 0:
-		msgs = rec.Messages
-	case rec.Prompt != nil && rec.Completion != nil:
-		msgs = []llama.Message{{Role: "user", Content: *rec.Prompt}, {Role: "assistant", Content: *rec.Completion}}
-	case rec.Text != nil:
-		return textExample(*rec.Text, enc)
-	default:
-		return Example{}, errors.New(`want "messages", "prompt" and "completion", or "text"`)
-	}
-	for i, m := range msgs {
-		switch m.Role {
-		case "system", "user", "assistant":
-		default:
-			return Example{}, fmt.Errorf("message %d has role %q (want system, user or assistant)", i, m.Role)
-		}
-	}
-	if msgs[len(msgs)-1].Role != "assistant" {
-		return Example{}, errors.New("the last message must be the assistant's answer")
-	}
+	msgs := rec.Messages
 	if cfg.SystemPrompt != "" && msgs[0].Role != "system" {
 		msgs = append([]llama.Message{{Role: "system", Content: cfg.SystemPrompt}}, msgs...)
 	}

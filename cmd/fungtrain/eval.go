@@ -1,15 +1,12 @@
 package main
 
 import (
-	"bufio"
 	"context"
-	"encoding/json"
 	"fmt"
 	"log/slog"
 	"math"
 	"os"
 	"path/filepath"
-	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -65,42 +62,32 @@ eval.md.`,
 	return cmd
 }
 
-// readQuestions reads the first n chat examples of a split as questions.
+// readQuestions reads the first n chat examples of a split as questions,
+// through the training data's schema (traindata.ReadFile); text examples
+// have no question and are skipped.
 func readQuestions(path string, n int) ([]eval.Question, error) {
-	fh, err := os.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	defer fh.Close()
 	var qs []eval.Question
-	sc := bufio.NewScanner(fh)
-	sc.Buffer(make([]byte, 1<<20), 1<<26)
-	for line := 1; sc.Scan() && len(qs) < n; line++ {
-		if strings.TrimSpace(sc.Text()) == "" {
-			continue
-		}
-		var rec struct {
-			Messages   []eval.Message `json:"messages"`
-			Prompt     *string        `json:"prompt"`
-			Completion *string        `json:"completion"`
-		}
-		if err := json.Unmarshal(sc.Bytes(), &rec); err != nil {
-			return nil, fmt.Errorf("%s line %d: malformed JSON: %w", path, line, err)
-		}
-		msgs := rec.Messages
-		if len(msgs) == 0 && rec.Prompt != nil && rec.Completion != nil {
-			msgs = []eval.Message{{Role: "user", Content: *rec.Prompt}, {Role: "assistant", Content: *rec.Completion}}
-		}
-		if len(msgs) == 0 {
-			continue // text examples have no question to ask
-		}
-		q, err := eval.QuestionFromChat(fmt.Sprintf("%s:%d", filepath.Base(path), line), msgs)
-		if err != nil {
-			return nil, fmt.Errorf("%s line %d: %w", path, line, err)
-		}
-		qs = append(qs, q)
+	if n <= 0 {
+		return nil, nil
 	}
-	return qs, sc.Err()
+	err := traindata.ReadFile(path, func(rec traindata.Record) error {
+		if rec.Messages == nil {
+			return nil
+		}
+		msgs := make([]eval.Message, len(rec.Messages))
+		for i, m := range rec.Messages {
+			msgs[i] = eval.Message{Role: m.Role, Content: m.Content}
+		}
+		q, err := eval.QuestionFromChat(fmt.Sprintf("%s:%d", filepath.Base(path), rec.Line), msgs)
+		if err != nil {
+			return err
+		}
+		if qs = append(qs, q); len(qs) == n {
+			return traindata.ErrStop
+		}
+		return nil
+	})
+	return qs, err
 }
 
 // modelGenerator answers with a loaded model; before each answer it turns
