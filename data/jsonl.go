@@ -1,7 +1,6 @@
 package data
 
 import (
-	"bufio"
 	"bytes"
 	"encoding/json"
 	"errors"
@@ -14,6 +13,7 @@ import (
 	"sync"
 
 	"github.com/fungtrain/fungtrain/internal/atomicfile"
+	"github.com/fungtrain/fungtrain/internal/jsonl"
 )
 
 // maxLine is the longest JSONL line accepted (a long transcript fits).
@@ -58,33 +58,33 @@ func openJournal(path string, log *slog.Logger, visit func(line []byte) error) (
 	return &journal{f: f, path: path}, nil
 }
 
-// scanLines reads r line by line. It returns the offset after the last
-// complete line and the size of a trailing incomplete line.
+// scanLines reads r line by line (a byte-order mark at the start and CRLF
+// line ends are accepted; blank lines are skipped) and calls visit with
+// each complete line. It returns the offset after the last complete line
+// and the size of a trailing incomplete line.
 func scanLines(r io.Reader, path string, visit func(line []byte) error) (good, torn int64, err error) {
-	br := bufio.NewReaderSize(r, 1<<16)
-	lineNo := 0
+	lr := jsonl.NewReader(r, maxLine)
 	for {
-		line, rerr := br.ReadBytes('\n')
-		if len(line) > 0 && line[len(line)-1] == '\n' {
-			lineNo++
-			if len(line) > maxLine {
-				return good, 0, fmt.Errorf("read %s line %d: line longer than %d bytes", path, lineNo, maxLine)
-			}
-			if body := bytes.TrimSpace(line); len(body) > 0 {
-				if err := visit(body); err != nil {
-					return good, 0, fmt.Errorf("read %s line %d: %w", path, lineNo, err)
-				}
-			}
-			good += int64(len(line))
-		} else if len(line) > 0 {
-			torn = int64(len(line))
-		}
-		if rerr == io.EOF {
+		l, err := lr.Next()
+		if errors.Is(err, io.EOF) {
 			return good, torn, nil
 		}
-		if rerr != nil {
-			return good, torn, fmt.Errorf("read %s after line %d: %w", path, lineNo, rerr)
+		if errors.Is(err, jsonl.ErrLineTooLong) {
+			return good, 0, fmt.Errorf("read %s: %w", path, err)
 		}
+		if err != nil {
+			return good, torn, fmt.Errorf("read %s after line %d: %w", path, l.Number, err)
+		}
+		if !l.Ended {
+			torn = l.Size
+			continue
+		}
+		if len(l.Text) > 0 {
+			if err := visit(l.Text); err != nil {
+				return good, 0, fmt.Errorf("read %s line %d: %w", path, l.Number, err)
+			}
+		}
+		good += l.Size
 	}
 }
 
@@ -146,9 +146,12 @@ func readJSONL[T any](path string, log *slog.Logger) ([]T, error) {
 	return out, nil
 }
 
-// decodeStrictJSON decodes one JSON value, rejecting unknown fields and
-// trailing data.
+// decodeStrictJSON decodes one JSON value, rejecting invalid UTF-8,
+// unpaired surrogate escapes, unknown fields and trailing data.
 func decodeStrictJSON(b []byte, v any) error {
+	if err := jsonl.Check(b); err != nil {
+		return err
+	}
 	dec := json.NewDecoder(bytes.NewReader(b))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {

@@ -13,6 +13,8 @@ import (
 	"strings"
 	"text/tabwriter"
 	"unicode/utf8"
+
+	"github.com/fungtrain/fungtrain/internal/jsonl"
 )
 
 // TokenCounter counts the tokens of a text with a model's tokenizer.
@@ -114,6 +116,9 @@ func parseStatRecord(line []byte) (statRecord, error) {
 		Question *string       `json:"question"`
 		Answer   *string       `json:"answer"`
 	}
+	if err := jsonl.Check(line); err != nil {
+		return statRecord{}, err
+	}
 	if err := json.Unmarshal(line, &raw); err != nil {
 		return statRecord{}, err
 	}
@@ -147,6 +152,40 @@ func parseStatRecord(line []byte) (statRecord, error) {
 	return r, nil
 }
 
+// readStatRecords reads the records of one file. A last line without a line
+// end counts when it parses (a file saved without a final newline) and is
+// skipped with a warning when it does not (a writer still at work).
+func readStatRecords(path string, log *slog.Logger) ([]statRecord, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("stats: %w", err)
+	}
+	defer f.Close()
+	var recs []statRecord
+	lr := jsonl.NewReader(f, maxLine)
+	for {
+		l, err := lr.Next()
+		if errors.Is(err, io.EOF) {
+			return recs, nil
+		}
+		if err != nil {
+			return nil, fmt.Errorf("read %s: %w", path, err)
+		}
+		if len(l.Text) == 0 {
+			continue
+		}
+		r, err := parseStatRecord(l.Text)
+		if err != nil && !l.Ended {
+			log.Warn("ignoring a torn last line", "file", path, "bytes", l.Size)
+			continue
+		}
+		if err != nil {
+			return nil, fmt.Errorf("read %s line %d: %w", path, l.Number, err)
+		}
+		recs = append(recs, r)
+	}
+}
+
 // ComputeStats reads the files and computes their statistics. tc may be
 // nil: then only character lengths are reported.
 func ComputeStats(paths []string, tc TokenCounter, dedup DedupConfig, log *slog.Logger) (*Stats, error) {
@@ -156,25 +195,9 @@ func ComputeStats(paths []string, tc TokenCounter, dedup DedupConfig, log *slog.
 	st := &Stats{}
 	var all []statRecord
 	for _, p := range paths {
-		f, err := os.Open(p)
-		if err != nil {
-			return nil, fmt.Errorf("stats: %w", err)
-		}
-		var recs []statRecord
-		_, torn, err := scanLines(f, p, func(line []byte) error {
-			r, err := parseStatRecord(line)
-			if err != nil {
-				return err
-			}
-			recs = append(recs, r)
-			return nil
-		})
-		f.Close()
+		recs, err := readStatRecords(p, log)
 		if err != nil {
 			return nil, err
-		}
-		if torn > 0 {
-			log.Warn("ignoring a torn last line", "file", p, "bytes", torn)
 		}
 		fs, err := statsOf(p, recs, tc, dedup)
 		if err != nil {

@@ -9,6 +9,8 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+
+	"github.com/fungtrain/fungtrain/internal/jsonl"
 )
 
 // localTranscript is what a local transcript file yields.
@@ -29,9 +31,14 @@ var (
 )
 
 // parseTranscriptFile turns the content of a local transcript file into
-// plain text, dropping cue numbers, timings and markup.
+// plain text, dropping cue numbers, timings and markup. The file must be
+// UTF-8 (a byte-order mark is dropped): text in another encoding would
+// reach the dataset as U+FFFD.
 func parseTranscriptFile(name string, b []byte) (localTranscript, error) {
-	b = bytes.TrimPrefix(b, []byte("\xef\xbb\xbf"))
+	b = bytes.TrimPrefix(b, []byte(jsonl.BOM))
+	if err := jsonl.CheckUTF8(b); err != nil {
+		return localTranscript{}, fmt.Errorf("%w (save the file as UTF-8)", err)
+	}
 	switch strings.ToLower(filepath.Ext(name)) {
 	case ".srt":
 		return localTranscript{Text: parseSubtitles(string(b), false)}, nil

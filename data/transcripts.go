@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"crypto/sha1"
+	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -20,6 +21,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/fungtrain/fungtrain/internal/jsonl"
 )
 
 // File names inside the work directory.
@@ -54,6 +57,9 @@ type TranscriptFailure struct {
 	Permanent bool   `json:"permanent"`
 	Reason    string `json:"reason"`
 	Attempts  int    `json:"attempts"`
+	// SHA256 is the hash of a local file's bytes: a permanent failure is
+	// skipped while the file is unchanged, and read again once it changes.
+	SHA256 string `json:"sha256,omitempty"`
 }
 
 // TranscriptsReport is written to transcripts.report.json.
@@ -82,6 +88,7 @@ type videoRef struct {
 	URL   string // for the API
 	Input string // as given
 	Path  string // for a local file
+	Hash  string // SHA-256 of a local file's bytes
 }
 
 var (
@@ -123,7 +130,7 @@ func parseVideoRef(s, videoURL string) (videoRef, error) {
 }
 
 // readVideoList reads one URL or id per line; blank lines and # comments
-// are skipped.
+// are skipped, and so is a byte-order mark at the start.
 func readVideoList(path string) ([]string, error) {
 	f, err := os.Open(path)
 	if err != nil {
@@ -132,8 +139,12 @@ func readVideoList(path string) ([]string, error) {
 	defer f.Close()
 	var out []string
 	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		line := strings.TrimSpace(sc.Text())
+	for first := true; sc.Scan(); first = false {
+		line := sc.Text()
+		if first {
+			line = strings.TrimPrefix(line, jsonl.BOM)
+		}
+		line = strings.TrimSpace(line)
 		if line == "" || strings.HasPrefix(line, "#") {
 			continue
 		}
@@ -146,7 +157,9 @@ func readVideoList(path string) ([]string, error) {
 }
 
 // localRefs lists the transcript files of dir in name order. The video id
-// is the file name without its extension.
+// is the file name without its extension, or the video_id of a JSON
+// transcript that has one: it is settled here, before the skip checks, so
+// that a rerun finds the record it wrote.
 func localRefs(dir string) ([]videoRef, error) {
 	entries, err := os.ReadDir(dir)
 	if err != nil {
@@ -159,12 +172,26 @@ func localRefs(dir string) ([]videoRef, error) {
 		if e.IsDir() || !slices.Contains(transcriptExts, ext) || strings.HasPrefix(e.Name(), ".") {
 			continue
 		}
-		id := unsafeIDChar.ReplaceAllString(strings.TrimSuffix(e.Name(), filepath.Ext(e.Name())), "_")
+		path := filepath.Join(dir, e.Name())
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return nil, fmt.Errorf("read transcript: %w", err)
+		}
+		id := strings.TrimSuffix(e.Name(), filepath.Ext(e.Name()))
+		if ext == ".json" {
+			// An unreadable file keeps the name's id; reading it again
+			// records the failure.
+			if lt, err := parseTranscriptFile(path, b); err == nil && lt.VideoID != "" {
+				id = lt.VideoID
+			}
+		}
+		id = unsafeIDChar.ReplaceAllString(id, "_")
 		if prev, ok := seen[id]; ok {
 			return nil, fmt.Errorf("local transcripts %s and %s both give video id %q: keep one", prev, e.Name(), id)
 		}
 		seen[id] = e.Name()
-		refs = append(refs, videoRef{ID: id, Input: e.Name(), Path: filepath.Join(dir, e.Name())})
+		sum := sha256.Sum256(b)
+		refs = append(refs, videoRef{ID: id, Input: e.Name(), Path: path, Hash: hex.EncodeToString(sum[:])})
 	}
 	if len(refs) == 0 {
 		return nil, fmt.Errorf("no .txt, .srt, .vtt or .json transcripts in %s", dir)
@@ -293,7 +320,7 @@ func FetchTranscripts(ctx context.Context, cfg PipelineConfig, env Env, opt Tran
 		switch {
 		case done[r.ID]:
 			rep.AlreadyDone++
-		case prevFail[r.ID].Permanent && !opt.RetryFailed && r.Path == "": // local files are cheap to retry
+		case skipFailure(prevFail[r.ID], r, opt.RetryFailed):
 			rep.SkippedFailed++
 		default:
 			todo = append(todo, r)
@@ -357,30 +384,42 @@ func FetchTranscripts(ctx context.Context, cfg PipelineConfig, env Env, opt Tran
 	return rep, nil
 }
 
+// skipFailure says whether input r, which failed before with f, is skipped:
+// a permanent failure is, unless retryFailed, and for a local file only
+// while the file is unchanged.
+func skipFailure(f TranscriptFailure, r videoRef, retryFailed bool) bool {
+	if !f.Permanent || retryFailed {
+		return false
+	}
+	return r.Path == "" || f.SHA256 == r.Hash
+}
+
 type fetchResult struct {
 	t Transcript
 	f *TranscriptFailure
 }
 
+// readLocalTranscript reads the local transcript of r. A file that cannot
+// be parsed or is too short is a permanent failure, which keeps the hash
+// of the file it was found in.
 func readLocalTranscript(r videoRef, minChars int) (Transcript, *TranscriptFailure, error) {
 	b, err := os.ReadFile(r.Path)
 	if err != nil {
 		return Transcript{}, nil, fmt.Errorf("read transcript: %w", err)
 	}
+	sum := sha256.Sum256(b)
+	fail := func(format string, args ...any) (Transcript, *TranscriptFailure, error) {
+		return Transcript{}, &TranscriptFailure{VideoID: r.ID, Input: r.Input, Permanent: true, Attempts: 1,
+			Reason: fmt.Sprintf(format, args...), SHA256: hex.EncodeToString(sum[:])}, nil
+	}
 	lt, err := parseTranscriptFile(r.Path, b)
 	if err != nil {
-		return Transcript{}, &TranscriptFailure{VideoID: r.ID, Input: r.Input, Permanent: true, Attempts: 1,
-			Reason: fmt.Sprintf("parse %s: %v", r.Path, err)}, nil
+		return fail("parse %s: %v", r.Path, err)
 	}
 	if n := len([]rune(lt.Text)); n < minChars {
-		return Transcript{}, &TranscriptFailure{VideoID: r.ID, Input: r.Input, Permanent: true, Attempts: 1,
-			Reason: fmt.Sprintf("%s: transcript too short: %d characters, transcripts.min_chars is %d", r.Path, n, minChars)}, nil
+		return fail("%s: transcript too short: %d characters, transcripts.min_chars is %d", r.Path, n, minChars)
 	}
-	id := r.ID
-	if lt.VideoID != "" {
-		id = unsafeIDChar.ReplaceAllString(lt.VideoID, "_")
-	}
-	return Transcript{VideoID: id, Source: "local", File: filepath.Base(r.Path), Title: lt.Title, Lang: lt.Lang, Text: lt.Text}, nil, nil
+	return Transcript{VideoID: r.ID, Source: "local", File: filepath.Base(r.Path), Title: lt.Title, Lang: lt.Lang, Text: lt.Text}, nil, nil
 }
 
 // orderedRun calls work for 0..n-1 with up to conc calls at once and hands

@@ -81,16 +81,8 @@ func (r *Reader) Next() (Line, error) {
 // low one, or a low one alone). encoding/json would replace both with
 // U+FFFD without a word. Errors give the 0-based byte offset in line.
 func Check(line []byte) error {
-	if !utf8.Valid(line) {
-		off := 0
-		for off < len(line) {
-			r, size := utf8.DecodeRune(line[off:])
-			if r == utf8.RuneError && size <= 1 {
-				break
-			}
-			off += size
-		}
-		return fmt.Errorf("invalid UTF-8 at byte offset %d", off)
+	if err := CheckUTF8(line); err != nil {
+		return err
 	}
 	inString := false
 	for i := 0; i < len(line); i++ {
@@ -124,6 +116,23 @@ func Check(line []byte) error {
 		}
 	}
 	return nil
+}
+
+// CheckUTF8 reports the first byte of b that is not part of valid UTF-8,
+// by its 0-based offset.
+func CheckUTF8(b []byte) error {
+	if utf8.Valid(b) {
+		return nil
+	}
+	off := 0
+	for off < len(b) {
+		r, size := utf8.DecodeRune(b[off:])
+		if r == utf8.RuneError && size <= 1 {
+			break
+		}
+		off += size
+	}
+	return fmt.Errorf("invalid UTF-8 at byte offset %d", off)
 }
 
 // hex4 reads the four hex digits at b[i:i+4].
