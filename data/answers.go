@@ -86,7 +86,7 @@ func GenerateAnswers(ctx context.Context, cfg PipelineConfig, env Env, opt Stage
 	}
 	llm := run.llm
 	bar := env.bar("answers", len(todo))
-	runErr := runPool(ctx, concurrencyOf(ac.Concurrency, cfg.LLM), len(todo), func(ctx context.Context, k int) error {
+	runErr := forEach(ctx, concurrencyOf(ac.Concurrency, cfg.LLM), len(todo), func(ctx context.Context, k int) error {
 		defer bar.Add(1)
 		q := questions[todo[k]]
 		t := byID[q.VideoID]

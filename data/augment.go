@@ -126,7 +126,7 @@ func Augment(ctx context.Context, cfg PipelineConfig, env Env, opt StageOptions)
 	}
 	llm := run.llm
 	bar := env.bar("augment", len(todo))
-	runErr := runPool(ctx, concurrencyOf(ac.Concurrency, cfg.LLM), len(todo), func(ctx context.Context, k int) error {
+	runErr := forEach(ctx, concurrencyOf(ac.Concurrency, cfg.LLM), len(todo), func(ctx context.Context, k int) error {
 		defer bar.Add(1)
 		t := todo[k]
 		data := AugmentPromptData{Question: t.pair.Question, Answer: t.pair.Answer, N: ac.Paraphrases}

@@ -81,7 +81,7 @@ func GenerateQuestions(ctx context.Context, cfg PipelineConfig, env Env, opt Sta
 	}
 	llm := run.llm
 	bar := env.bar("questions", len(todo))
-	runErr := runPool(ctx, concurrencyOf(qc.Concurrency, cfg.LLM), len(todo), func(ctx context.Context, k int) error {
+	runErr := forEach(ctx, concurrencyOf(qc.Concurrency, cfg.LLM), len(todo), func(ctx context.Context, k int) error {
 		defer bar.Add(1)
 		t := transcripts[todo[k]]
 		sys, usr, err := prompts.render(QuestionsPromptData{VideoID: t.VideoID, Title: t.Title, Transcript: t.Text,

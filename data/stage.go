@@ -42,48 +42,6 @@ type StageReport struct {
 	llmStats
 }
 
-// runPool calls work for 0..n-1 with up to conc calls at once. An error
-// from work stops the pool and is returned; item failures that should not
-// stop it must be handled inside work.
-func runPool(ctx context.Context, conc, n int, work func(context.Context, int) error) error {
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	var (
-		mu       sync.Mutex
-		firstErr error
-		wg       sync.WaitGroup
-	)
-	jobs := make(chan int)
-	for range max(min(conc, n), 1) {
-		wg.Go(func() {
-			for i := range jobs {
-				if err := work(ctx, i); err != nil {
-					mu.Lock()
-					if firstErr == nil {
-						firstErr = err
-					}
-					mu.Unlock()
-					cancel()
-				}
-			}
-		})
-	}
-feed:
-	for i := range n {
-		select {
-		case jobs <- i:
-		case <-ctx.Done():
-			break feed
-		}
-	}
-	close(jobs)
-	wg.Wait()
-	if firstErr != nil {
-		return firstErr
-	}
-	return ctx.Err()
-}
-
 // breaker stops an LLM stage that cannot succeed: at once when the server
 // rejects the API key (401 or 403), and after limit transient failures in a
 // row (an endpoint that is down), instead of spending every item's retries.

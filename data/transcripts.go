@@ -19,7 +19,6 @@ import (
 	"regexp"
 	"slices"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/fungtrain/fungtrain/internal/jsonl"
@@ -342,7 +341,7 @@ func FetchTranscripts(ctx context.Context, cfg PipelineConfig, env Env, opt Tran
 		}
 		return t, f, err
 	}
-	runErr := orderedRun(ctx, tc.Concurrency, len(todo),
+	runErr := runPool(ctx, tc.Concurrency, len(todo),
 		func(ctx context.Context, i int) (fetchResult, error) {
 			t, f, err := fetchOne(ctx, todo[i])
 			return fetchResult{t: t, f: f}, err
@@ -420,83 +419,6 @@ func readLocalTranscript(r videoRef, minChars int) (Transcript, *TranscriptFailu
 		return fail("%s: transcript too short: %d characters, transcripts.min_chars is %d", r.Path, n, minChars)
 	}
 	return Transcript{VideoID: r.ID, Source: "local", File: filepath.Base(r.Path), Title: lt.Title, Lang: lt.Lang, Text: lt.Text}, nil, nil
-}
-
-// orderedRun calls work for 0..n-1 with up to conc calls at once and hands
-// the results to commit in index order, from one goroutine. An error from
-// work or commit stops the run; results not yet committed are dropped, so a
-// stopped run leaves a prefix of the input order.
-func orderedRun[R any](ctx context.Context, conc, n int, work func(context.Context, int) (R, error), commit func(int, R) error) error {
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	type item struct {
-		i   int
-		r   R
-		err error
-	}
-	jobs := make(chan int)
-	results := make(chan item)
-	var wg sync.WaitGroup
-	for range max(conc, 1) {
-		wg.Go(func() {
-			for i := range jobs {
-				r, err := work(ctx, i)
-				select {
-				case results <- item{i, r, err}:
-				case <-ctx.Done():
-					return
-				}
-			}
-		})
-	}
-	go func() {
-		defer close(jobs)
-		for i := range n {
-			select {
-			case jobs <- i:
-			case <-ctx.Done():
-				return
-			}
-		}
-	}()
-	go func() { wg.Wait(); close(results) }()
-	pending := map[int]R{}
-	next := 0
-	var firstErr error
-	for it := range results {
-		if firstErr != nil {
-			continue
-		}
-		if it.err != nil {
-			firstErr = it.err
-			cancel()
-			continue
-		}
-		pending[it.i] = it.r
-		for {
-			r, ok := pending[next]
-			if !ok {
-				break
-			}
-			delete(pending, next)
-			if err := commit(next, r); err != nil {
-				firstErr = err
-				cancel()
-				break
-			}
-			next++
-		}
-	}
-	if firstErr != nil {
-		return firstErr
-	}
-	if next < n {
-		if err := ctx.Err(); err != nil {
-			return err
-		}
-		return fmt.Errorf("internal error: %d of %d results committed", next, n)
-	}
-	return nil
 }
 
 // transcriptAPI fetches transcripts over HTTP.
