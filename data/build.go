@@ -70,6 +70,10 @@ type BuildReport struct {
 	OutDir       string                  `json:"out_dir"`
 }
 
+// ErrNothingToBuild is wrapped by Build's error when there is no example
+// to write: no answers, or none left after filtering.
+var ErrNothingToBuild = errors.New("nothing to build")
+
 // Build runs the build stage on answers.jsonl: quality scoring and
 // filtering, duplicate removal, a split by video, then train/valid/test
 // JSONL in mlx-lm's messages format. All outputs are written atomically and
@@ -81,7 +85,7 @@ func Build(ctx context.Context, cfg PipelineConfig, env Env) (*BuildReport, erro
 		return nil, err
 	}
 	if len(answers) == 0 {
-		return nil, fmt.Errorf("%s is empty: nothing to build", filepath.Join(cfg.WorkDir, AnswersFile))
+		return nil, fmt.Errorf("%w: %s is empty", ErrNothingToBuild, filepath.Join(cfg.WorkDir, AnswersFile))
 	}
 	seen := map[string]bool{}
 	for i, a := range answers {
@@ -152,7 +156,7 @@ func Build(ctx context.Context, cfg PipelineConfig, env Env) (*BuildReport, erro
 	rep.Quality.Scores = scores
 	rep.Kept = len(kept)
 	if len(kept) == 0 {
-		return rep, errors.New("no examples left after quality filtering and deduplication (see data.build.quality.min_score)")
+		return rep, fmt.Errorf("%w: no examples left after quality filtering and deduplication (see data.build.quality.min_score)", ErrNothingToBuild)
 	}
 
 	// Split by video.

@@ -30,6 +30,7 @@ type llmFlags struct {
 	concurrency    int
 	stream         bool
 	force          bool
+	maxFailed      string
 }
 
 func newDataCmd() *cobra.Command {
@@ -47,7 +48,11 @@ func newDataCmd() *cobra.Command {
   stats        statistics of JSONL files
 
 Every stage is resumable and idempotent. Settings come from the data: section
-of the YAML run file (--config) and from flags; see docs/DATA.md.`,
+of the YAML run file (--config) and from flags; see docs/DATA.md.
+
+Each stage prints a one-line summary on stdout. Exit codes: 0 done (items that
+failed are retried by a rerun), 1 error, 3 the stage produced nothing (its
+output holds no record), 4 more items failed than --max-failed allows.`,
 	}
 	cmd.PersistentFlags().StringVar(&df.config, "config", "", "YAML run file whose data: section configures the pipeline")
 	cmd.PersistentFlags().StringVar(&df.workDir, "work-dir", "", "directory of the intermediate files (data.work_dir)")
@@ -146,6 +151,7 @@ func addLLMFlags(cmd *cobra.Command, lf *llmFlags) {
 	cmd.Flags().IntVar(&lf.concurrency, "concurrency", 0, "requests in flight (default data.llm.concurrency, 20)")
 	cmd.Flags().BoolVar(&lf.stream, "stream", false, "use streamed completions (data.llm.stream)")
 	cmd.Flags().BoolVar(&lf.force, "force", false, "discard the stage's journal and redo every item")
+	addMaxFailedFlag(cmd, &lf.maxFailed)
 }
 
 func (lf *llmFlags) apply(cmd *cobra.Command, cfg *data.PipelineConfig) {
@@ -164,19 +170,13 @@ func (lf *llmFlags) apply(cmd *cobra.Command, cfg *data.PipelineConfig) {
 	}
 }
 
-// warnFailures logs what a rerun would retry.
-func warnFailures(stage string, failed int) {
-	if failed > 0 {
-		slog.Warn("some items failed; rerun the stage to retry them (see the report)", "stage", stage, "failed", failed)
-	}
-}
-
 func newDataTranscriptsCmd(df *dataFlags) *cobra.Command {
 	var (
 		videosFile, dir string
 		channels        []string
 		retryFailed     bool
 		maxVideos       int
+		maxFailed       string
 	)
 	cmd := &cobra.Command{
 		Use:   "transcripts [VIDEO_URL_OR_ID...]",
@@ -186,8 +186,15 @@ func newDataTranscriptsCmd(df *dataFlags) *cobra.Command {
 Data API with --channel), or read local .txt/.srt/.vtt/.json files (--dir).
 Records are appended to transcripts.jsonl; ids already there are skipped, and
 permanent failures (not found, private, members-only) are recorded in
-transcripts.failures.jsonl and skipped on later runs unless --retry-failed.`,
+transcripts.failures.jsonl and skipped on later runs unless --retry-failed.
+
+Prints a one-line summary. Exits 3 when transcripts.jsonl holds no
+transcript, 4 when more inputs failed than --max-failed allows.`,
 		RunE: func(cmd *cobra.Command, args []string) error {
+			limit, err := parseFailLimit(maxFailed)
+			if err != nil {
+				return err
+			}
 			cfg, err := df.setup(cmd, func(c *data.PipelineConfig) {
 				c.Transcripts.Videos = append(c.Transcripts.Videos, args...)
 				if videosFile != "" {
@@ -212,14 +219,7 @@ transcripts.failures.jsonl and skipped on later runs unless --retry-failed.`,
 			if err != nil {
 				return err
 			}
-			transient := 0
-			for _, f := range rep.Failed {
-				if !f.Permanent {
-					transient++
-				}
-			}
-			warnFailures("transcripts", transient)
-			return nil
+			return summarizeStage(cmd.OutOrStdout(), transcriptsOutcome(rep), limit)
 		},
 	}
 	cmd.Flags().StringVar(&videosFile, "videos-file", "", "file with one video URL or id per line (data.transcripts.videos_file)")
@@ -227,6 +227,7 @@ transcripts.failures.jsonl and skipped on later runs unless --retry-failed.`,
 	cmd.Flags().StringSliceVar(&channels, "channel", nil, "YouTube channel id or @handle to list, repeatable (data.youtube.channels)")
 	cmd.Flags().IntVar(&maxVideos, "max-videos", 0, "videos taken per channel, 0 for all (data.youtube.max_videos)")
 	cmd.Flags().BoolVar(&retryFailed, "retry-failed", false, "retry the videos recorded as permanent failures")
+	addMaxFailedFlag(cmd, &maxFailed)
 	return cmd
 }
 
@@ -238,6 +239,10 @@ func newDataQuestionsCmd(df *dataFlags) *cobra.Command {
 		Short: "Ask the LLM which questions each transcript answers ({work_dir}/questions.jsonl)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
+			limit, err := parseFailLimit(lf.maxFailed)
+			if err != nil {
+				return err
+			}
 			cfg, err := df.setup(cmd, func(c *data.PipelineConfig) {
 				lf.apply(cmd, c)
 				if maxQuestions > 0 {
@@ -253,8 +258,7 @@ func newDataQuestionsCmd(df *dataFlags) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			warnFailures("questions", len(rep.Failed))
-			return nil
+			return summarizeStage(cmd.OutOrStdout(), llmStageOutcome(rep), limit)
 		},
 	}
 	addLLMFlags(cmd, lf)
@@ -269,6 +273,10 @@ func newDataAnswersCmd(df *dataFlags) *cobra.Command {
 		Short: "Answer every question from the full transcript ({work_dir}/answers.jsonl)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
+			limit, err := parseFailLimit(lf.maxFailed)
+			if err != nil {
+				return err
+			}
 			cfg, err := df.setup(cmd, func(c *data.PipelineConfig) { lf.apply(cmd, c) })
 			if err != nil {
 				return err
@@ -279,8 +287,7 @@ func newDataAnswersCmd(df *dataFlags) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			warnFailures("answers", len(rep.Failed))
-			return nil
+			return summarizeStage(cmd.OutOrStdout(), llmStageOutcome(rep), limit)
 		},
 	}
 	addLLMFlags(cmd, lf)
@@ -307,6 +314,10 @@ With --from-transcripts DIR the whole chain runs first on the local transcripts
 in DIR: transcripts, questions and answers (through the LLM), then build.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
+			limit, err := parseFailLimit(lf.maxFailed)
+			if err != nil {
+				return err
+			}
 			cfg, err := df.setup(cmd, func(c *data.PipelineConfig) {
 				lf.apply(cmd, c)
 				if outDir != "" {
@@ -337,24 +348,34 @@ in DIR: transcripts, questions and answers (through the LLM), then build.`,
 			}
 			ctx, stop := signalContext(cmd)
 			defer stop()
-			env := dataEnv(cmd)
+			env, out := dataEnv(cmd), cmd.OutOrStdout()
 			if fromTranscripts != "" {
-				if _, err := data.FetchTranscripts(ctx, cfg, env, data.TranscriptOptions{}); err != nil {
+				// Each stage's summary is printed; the chain stops at the
+				// first that produced nothing or failed too much.
+				tr, err := data.FetchTranscripts(ctx, cfg, env, data.TranscriptOptions{})
+				if err != nil {
+					return err
+				}
+				if err := summarizeStage(out, transcriptsOutcome(tr), limit); err != nil {
 					return err
 				}
 				qr, err := data.GenerateQuestions(ctx, cfg, env, data.StageOptions{Force: lf.force})
 				if err != nil {
 					return err
 				}
-				warnFailures("questions", len(qr.Failed))
+				if err := summarizeStage(out, llmStageOutcome(qr), limit); err != nil {
+					return err
+				}
 				ar, err := data.GenerateAnswers(ctx, cfg, env, data.StageOptions{Force: lf.force})
 				if err != nil {
 					return err
 				}
-				warnFailures("answers", len(ar.Failed))
+				if err := summarizeStage(out, llmStageOutcome(ar), limit); err != nil {
+					return err
+				}
 			}
-			_, err = data.Build(ctx, cfg, env)
-			return err
+			rep, err := data.Build(ctx, cfg, env)
+			return summarizeBuild(out, rep, err)
 		},
 	}
 	addLLMFlags(cmd, lf)
@@ -384,6 +405,10 @@ short answer. The split files are rewritten with each example followed by its
 variants, marked with a "variant" field; a variant stays in its source's split.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
+			limit, err := parseFailLimit(lf.maxFailed)
+			if err != nil {
+				return err
+			}
 			cfg, err := df.setup(cmd, func(c *data.PipelineConfig) {
 				lf.apply(cmd, c)
 				if len(splits) > 0 {
@@ -405,8 +430,7 @@ variants, marked with a "variant" field; a variant stays in its source's split.`
 			if err != nil {
 				return err
 			}
-			warnFailures("augment", len(rep.Failed))
-			return nil
+			return summarizeStage(cmd.OutOrStdout(), llmStageOutcome(&rep.StageReport), limit)
 		},
 	}
 	addLLMFlags(cmd, lf)

@@ -23,8 +23,10 @@ var cliQuestionRE = regexp.MustCompile(`QUESTION: ([^?]+\?)`)
 
 // newCLIFakeLLM is a small OpenAI-compatible server: it lists the
 // "QUESTION:" markers of a transcript as its questions and answers each
-// question with fixed markdown.
-func newCLIFakeLLM(t *testing.T) *httptest.Server {
+// question with fixed markdown. For a transcript that badQuestions picks
+// (when it is not nil) it never gives valid questions JSON, as a small
+// model may not.
+func newCLIFakeLLM(t *testing.T, badQuestions func(transcript string) bool) *httptest.Server {
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path != "/v1/chat/completions" || r.Header.Get("Authorization") != "Bearer "+cliLLMKey {
 			http.Error(w, `{"error":{"message":"no"}}`, http.StatusUnauthorized)
@@ -39,7 +41,9 @@ func newCLIFakeLLM(t *testing.T) *httptest.Server {
 		}
 		sys, user := req.Messages[0].Content, req.Messages[len(req.Messages)-1].Content
 		var content string
-		if strings.Contains(sys, "List the distinct questions") {
+		if strings.Contains(sys, "List the distinct questions") && badQuestions != nil && badQuestions(user) {
+			content = "Sure! Here are some questions the video answers: how, why and when."
+		} else if strings.Contains(sys, "List the distinct questions") {
 			qs := []string{}
 			for _, m := range cliQuestionRE.FindAllStringSubmatch(user, -1) {
 				qs = append(qs, m[1])
@@ -97,7 +101,7 @@ func (charEncoder) EOS() []int32 { return []int32{0} }
 // --from-transcripts DIR` against a fake LLM and loads the result the way
 // training does.
 func TestDataBuildFromTranscriptsCLI(t *testing.T) {
-	srv := newCLIFakeLLM(t)
+	srv := newCLIFakeLLM(t, nil)
 	t.Setenv("FT_TEST_LLM_KEY", cliLLMKey)
 	root := t.TempDir()
 	src := filepath.Join(root, "transcripts")
@@ -271,4 +275,159 @@ func TestLoadPipelineConfig(t *testing.T) {
 	if _, _, err := runDataCLI(t, "data", "questions", "--config", p); err == nil || !strings.Contains(err.Error(), p+`: data.llm.json_mode: "xml"`) {
 		t.Errorf("invalid value: %v", err)
 	}
+}
+
+// writeTalks writes n local transcripts, each with three QUESTION markers;
+// those whose index bad picks carry the word BADQ.
+func writeTalks(t *testing.T, dir string, n int, bad func(i int) bool) {
+	t.Helper()
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	filler := strings.Repeat("This is what I tell my patients in clinic every week. ", 4)
+	for i := range n {
+		var sb strings.Builder
+		if bad != nil && bad(i) {
+			sb.WriteString("BADQ ")
+		}
+		for k := 1; k <= 3; k++ {
+			fmt.Fprintf(&sb, "%s QUESTION: How does exercise %d help joint %d recover? ", filler, 10*i+k, i)
+		}
+		if err := os.WriteFile(filepath.Join(dir, fmt.Sprintf("talk%02d.txt", i)), []byte(sb.String()), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// TestDataStageExitCodes runs the stages through the CLI against the fake
+// LLM: a stage that produces nothing exits 3, failures over --max-failed
+// exit 4, failures under it (or with no limit) exit 0, and every finished
+// stage prints one summary line on stdout.
+func TestDataStageExitCodes(t *testing.T) {
+	srv := newCLIFakeLLM(t, func(transcript string) bool { return strings.Contains(transcript, "BADQ") })
+	t.Setenv("FT_TEST_LLM_KEY", cliLLMKey)
+	setup := func(t *testing.T, n int, bad func(int) bool) (cfgPath, src, work string) {
+		root := t.TempDir()
+		src, work = filepath.Join(root, "transcripts"), filepath.Join(root, "work")
+		writeTalks(t, src, n, bad)
+		cfgPath = filepath.Join(root, "run.yaml")
+		yaml := fmt.Sprintf("data:\n  work_dir: %s\n  build:\n    out_dir: %s\n  llm:\n    base_url: %s/v1\n    api_key_env: FT_TEST_LLM_KEY\n    model: fake\n    max_invalid_retries: 1\n",
+			work, filepath.Join(root, "dataset"), srv.URL)
+		if err := os.WriteFile(cfgPath, []byte(yaml), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return cfgPath, src, work
+	}
+	type run struct {
+		args    []string
+		code    int
+		summary string // the summary line printed on stdout
+	}
+	summary := func(stage, status string, tried, done, failed, already, records int, output string) string {
+		extra := ""
+		if stage == "transcripts" {
+			extra = " skipped_failed=0"
+		}
+		return fmt.Sprintf("data %s: status=%s tried=%d done=%d failed=%d already_done=%d%s records=%d output=%s\n",
+			stage, status, tried, done, failed, already, extra, records, output)
+	}
+	check := func(t *testing.T, r run) {
+		t.Helper()
+		stdout, stderr, err := runDataCLI(t, r.args...)
+		code := 0
+		if err != nil {
+			code = exitCode(err)
+		}
+		if code != r.code || stdout != r.summary {
+			t.Errorf("fungtrain %s: exit %d (error %v), stdout %q\nwant exit %d, stdout %q\nstderr:\n%s",
+				strings.Join(r.args, " "), code, err, stdout, r.code, r.summary, stderr)
+		}
+	}
+
+	t.Run("every item failed", func(t *testing.T) {
+		cfg, src, work := setup(t, 4, func(int) bool { return true })
+		tj, qj := filepath.Join(work, "transcripts.jsonl"), filepath.Join(work, "questions.jsonl")
+		check(t, run{[]string{"data", "transcripts", "--config", cfg, "--dir", src}, 0, summary("transcripts", "ok", 4, 4, 0, 0, 4, tj)})
+		check(t, run{[]string{"data", "questions", "--config", cfg}, 3, summary("questions", "nothing-produced", 4, 0, 4, 0, 0, qj)})
+		// A rerun tries them again, and still has nothing.
+		check(t, run{[]string{"data", "questions", "--config", cfg}, 3, summary("questions", "nothing-produced", 4, 0, 4, 0, 0, qj)})
+		// With no questions, the answers stage has nothing either.
+		check(t, run{[]string{"data", "answers", "--config", cfg}, 3, summary("answers", "nothing-produced", 0, 0, 0, 0, 0, filepath.Join(work, "answers.jsonl"))})
+		// Nor has the build, with an empty answers.jsonl.
+		check(t, run{[]string{"data", "build", "--config", cfg}, 3, "data build: status=nothing-produced answers=0 kept=0\n"})
+	})
+	t.Run("the chain stops where nothing was produced", func(t *testing.T) {
+		cfg, src, work := setup(t, 3, func(int) bool { return true })
+		check(t, run{[]string{"data", "build", "--config", cfg, "--from-transcripts", src}, 3,
+			summary("transcripts", "ok", 3, 3, 0, 0, 3, filepath.Join(work, "transcripts.jsonl")) +
+				summary("questions", "nothing-produced", 3, 0, 3, 0, 0, filepath.Join(work, "questions.jsonl"))})
+		if _, err := os.Stat(filepath.Join(work, "answers.jsonl")); err == nil {
+			t.Error("the answers stage ran after questions produced nothing")
+		}
+		// build alone, on no answers, produced nothing too.
+		_, _, err := runDataCLI(t, "data", "build", "--config", cfg)
+		if err == nil || exitCode(err) != 1 || !strings.Contains(err.Error(), "no answers") {
+			t.Errorf("build with no answers.jsonl: %v", err)
+		}
+	})
+	t.Run("transcripts that all fail", func(t *testing.T) {
+		cfg, _, work := setup(t, 0, nil)
+		short := filepath.Join(t.TempDir(), "short")
+		for i, text := range []string{"too short", "also short"} {
+			if err := os.MkdirAll(short, 0o755); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(filepath.Join(short, fmt.Sprintf("s%d.txt", i)), []byte(text), 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+		tj := filepath.Join(work, "transcripts.jsonl")
+		check(t, run{[]string{"data", "transcripts", "--config", cfg, "--dir", short}, 3, summary("transcripts", "nothing-produced", 2, 0, 2, 0, 0, tj)})
+		// Permanent failures are skipped on a rerun, which still has nothing.
+		_, _, err := runDataCLI(t, "data", "transcripts", "--config", cfg, "--dir", short)
+		if err == nil || exitCode(err) != 3 || !strings.Contains(err.Error(), "transcripts stage produced nothing") {
+			t.Errorf("rerun: %v", err)
+		}
+	})
+	t.Run("some items failed", func(t *testing.T) {
+		// 1 of 4 videos (25%) never gets questions; 9 questions come from
+		// the others. A rerun retries that one alone, and is judged on the
+		// stage's 4 items as the first run was.
+		cfg, src, work := setup(t, 4, func(i int) bool { return i == 2 })
+		qj := filepath.Join(work, "questions.jsonl")
+		check(t, run{[]string{"data", "transcripts", "--config", cfg, "--dir", src, "--max-failed", "0"}, 0,
+			summary("transcripts", "ok", 4, 4, 0, 0, 4, filepath.Join(work, "transcripts.jsonl"))})
+		partial := summary("questions", "failures-to-retry", 1, 0, 1, 3, 9, qj)
+		check(t, run{[]string{"data", "questions", "--config", cfg}, 0, summary("questions", "failures-to-retry", 4, 3, 1, 0, 9, qj)})
+		for _, c := range []struct {
+			limit string
+			code  int
+		}{{"", 0}, {"1", 0}, {"0", 4}, {"25%", 0}, {"0.25", 0}, {"24%", 4}, {"0.2", 4}, {"100%", 0}} {
+			args := []string{"data", "questions", "--config", cfg}
+			if c.limit != "" {
+				args = append(args, "--max-failed", c.limit)
+			}
+			want := partial
+			if c.code == 4 {
+				want = strings.Replace(partial, "failures-to-retry", "too-many-failures", 1)
+			}
+			check(t, run{args, c.code, want})
+		}
+		// The 9 questions are answered: exit 0, status ok.
+		check(t, run{[]string{"data", "answers", "--config", cfg, "--max-failed", "0"}, 0,
+			summary("answers", "ok", 9, 9, 0, 0, 9, filepath.Join(work, "answers.jsonl"))})
+		stdout, _, err := runDataCLI(t, "data", "build", "--config", cfg)
+		if err != nil || !strings.HasPrefix(stdout, "data build: status=ok answers=9 kept=9 train=") {
+			t.Errorf("build: %v, %q", err, stdout)
+		}
+	})
+	t.Run("bad --max-failed", func(t *testing.T) {
+		cfg, _, _ := setup(t, 1, nil)
+		for _, v := range []string{"-1", "1.5", "120%", "x", "NaN"} {
+			_, _, err := runDataCLI(t, "data", "questions", "--config", cfg, "--max-failed", v)
+			if err == nil || exitCode(err) != 1 || !strings.Contains(err.Error(), "--max-failed") {
+				t.Errorf("--max-failed %s: %v", v, err)
+			}
+		}
+	})
 }
