@@ -5,6 +5,8 @@ import (
 	"os"
 	"strings"
 	"text/template"
+
+	"github.com/fungtrain/fungtrain/internal/jsonl"
 )
 
 // Default prompt templates. Each is a text/template; the fields available
@@ -91,7 +93,7 @@ func loadPrompts(key string, pc PromptConfig, defSystem, defUser string, sample 
 			if err != nil {
 				return nil, fmt.Errorf("data.%s.%s_file: %w", key, name, err)
 			}
-			src = string(b)
+			src = strings.TrimPrefix(string(b), jsonl.BOM) // an editor's byte-order mark is no prompt text
 		}
 		t, err := template.New(key + "." + name).Option("missingkey=error").Parse(src)
 		if err != nil {
