@@ -24,7 +24,7 @@ import (
 
 // cliChildEnv, when set, holds the JSON argument list of a fungtrain
 // command that the test binary runs (see TestMain) instead of the tests;
-// it exits 0 on success and 1 on error, as main does.
+// it exits as main does (0, 1, or the code an error carries).
 const cliChildEnv = "FUNGTRAIN_CLI_CHILD_ARGS"
 
 func TestMain(m *testing.M) {
@@ -38,7 +38,7 @@ func TestMain(m *testing.M) {
 		root.SetArgs(args)
 		if err := root.Execute(); err != nil {
 			fmt.Fprintln(os.Stderr, "error:", err)
-			os.Exit(1)
+			os.Exit(exitCode(err))
 		}
 		os.Exit(0)
 	}
