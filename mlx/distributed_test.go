@@ -2,6 +2,7 @@ package mlx
 
 import (
 	"bytes"
+	"cmp"
 	"encoding/json"
 	"fmt"
 	"math"
@@ -24,6 +25,7 @@ import (
 const (
 	distScenarioEnv = "FUNGTRAIN_DIST_TEST_SCENARIO"
 	distTimeoutEnv  = "FUNGTRAIN_DIST_TEST_TIMEOUT"
+	distBackendEnv  = "FUNGTRAIN_DIST_TEST_BACKEND"
 )
 
 // TestDistributedRank is one rank of a distributed test, not a test of
@@ -38,7 +40,8 @@ func TestDistributedRank(t *testing.T) {
 		timeout = 20 * time.Second
 	}
 	err = Do(func() error {
-		g, err := InitDistributed(DistributedConfig{Backend: "ring", Strict: true, InitTimeout: timeout, Timeout: timeout})
+		backend := cmp.Or(os.Getenv(distBackendEnv), "ring")
+		g, err := InitDistributed(DistributedConfig{Backend: backend, Strict: true, InitTimeout: timeout, Timeout: timeout})
 		if err != nil {
 			return err
 		}
@@ -152,6 +155,8 @@ func rankCollectives(g *Group) error {
 		report(cs.name, "all_gather", checkExact(all, gatherShape, wantAll))
 		s.Close()
 	}
+	_, err := g.Split(0, -1)
+	report("ring", "split refused", errMentions(err, "split", "not supported"))
 	return rankHostValues(g)
 }
 
@@ -318,6 +323,10 @@ func writeRingHostfile(t *testing.T, ports []int) string {
 
 // startRanks starts the given ranks of a ring of len(ports) processes.
 func startRanks(t *testing.T, scenario string, timeout time.Duration, hostfile string, ranks ...int) []*rankProc {
+	return startRanksEnv(t, scenario, timeout, hostfile, nil, ranks...)
+}
+
+func startRanksEnv(t *testing.T, scenario string, timeout time.Duration, hostfile string, env []string, ranks ...int) []*rankProc {
 	t.Helper()
 	var procs []*rankProc
 	for _, r := range ranks {
@@ -325,6 +334,7 @@ func startRanks(t *testing.T, scenario string, timeout time.Duration, hostfile s
 		p.cmd = exec.Command(os.Args[0], "-test.run=^TestDistributedRank$", "-test.count=1")
 		p.cmd.Env = append(os.Environ(), distScenarioEnv+"="+scenario, distTimeoutEnv+"="+timeout.String(),
 			EnvRank+"="+strconv.Itoa(r), EnvHostfile+"="+hostfile)
+		p.cmd.Env = append(p.cmd.Env, env...)
 		p.cmd.Stdout, p.cmd.Stderr = p.out, p.err
 		if err := p.cmd.Start(); err != nil {
 			t.Fatal(err)
@@ -365,16 +375,19 @@ func (p *rankProc) wait(d time.Duration) int {
 	}
 }
 
+// TestDistributedCollectives: 2 ranks over the ring, and 3 ranks joined
+// with backend "any" (which must pick the ring here).
 func TestDistributedCollectives(t *testing.T) {
 	for _, n := range []int{2, 3} {
-		t.Run(fmt.Sprintf("%d ranks", n), func(t *testing.T) {
+		backend := map[int]string{2: "ring", 3: "any"}[n]
+		t.Run(fmt.Sprintf("%d ranks, backend %s", n, backend), func(t *testing.T) {
 			hosts := writeRingHostfile(t, freePorts(t, n))
 			ranks := make([]int, n)
 			for i := range ranks {
 				ranks[i] = i
 			}
-			procs := startRanks(t, "collectives", 60*time.Second, hosts, ranks...)
-			want := 3*len(collectiveCases) + 4
+			procs := startRanksEnv(t, "collectives", 60*time.Second, hosts, []string{distBackendEnv + "=" + backend}, ranks...)
+			want := 3*len(collectiveCases) + 5
 			for _, p := range procs {
 				if code := p.wait(120 * time.Second); code != 0 {
 					t.Fatalf("rank %d exit %d\nstdout:\n%s\nstderr:\n%s", p.rank, code, p.out, p.err)
