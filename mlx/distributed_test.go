@@ -157,7 +157,36 @@ func rankCollectives(g *Group) error {
 	}
 	_, err := g.Split(0, -1)
 	report("ring", "split refused", errMentions(err, "split", "not supported"))
+	report("compiled", "all_sum inside compile", rankCompiled(g))
 	return rankHostValues(g)
+}
+
+// rankCompiled checks a collective inside a compiled function (as a fused
+// training step would hold one): f(x) = all_sum(2x) + 1, called twice.
+func rankCompiled(g *Group) error {
+	c := NewClosure(func(in []*Array) ([]*Array, error) {
+		return []*Array{Add(g.AllSum(Multiply(in[0], Scalar(2, Float32))), Scalar(1, Float32))}, nil
+	})
+	defer c.Free()
+	if err := c.Compile(false); err != nil {
+		return err
+	}
+	for call := range 2 {
+		x := FromFloat32s([]float32{float32(g.Rank() + call), -1}, 2)
+		out, err := c.Call(x)
+		if err != nil {
+			return err
+		}
+		if err := g.Eval(out...); err != nil {
+			return err
+		}
+		n := g.Size()
+		want := []float64{float64(2*(n*(n-1)/2+n*call) + 1), float64(-2*n + 1)}
+		if err := checkExact(out[0], []int{2}, want); err != nil {
+			return fmt.Errorf("call %d: %w", call, err)
+		}
+	}
+	return nil
 }
 
 // sumClose compares an all_sum over n ranks with the float64 sum. Two
@@ -387,7 +416,7 @@ func TestDistributedCollectives(t *testing.T) {
 				ranks[i] = i
 			}
 			procs := startRanksEnv(t, "collectives", 60*time.Second, hosts, []string{distBackendEnv + "=" + backend}, ranks...)
-			want := 3*len(collectiveCases) + 5
+			want := 3*len(collectiveCases) + 6
 			for _, p := range procs {
 				if code := p.wait(120 * time.Second); code != 0 {
 					t.Fatalf("rank %d exit %d\nstdout:\n%s\nstderr:\n%s", p.rank, code, p.out, p.err)
