@@ -134,7 +134,7 @@ func runRanks(ctx context.Context, procs []*rankProcess, stdout, stderr io.Write
 			return
 		}
 		if len(running) > 0 {
-			slog.Warn("launch: stopping the other ranks", "why", why, "ranks", rankList(running), "grace", grace)
+			slog.Warn("launch: stopping the ranks still running", "why", why, "ranks", rankList(running), "grace", grace)
 		}
 		signalAll(running, syscall.SIGTERM)
 		kill = time.After(grace)

@@ -409,3 +409,38 @@ func TestMLXLaunchRunsFungtrain(t *testing.T) {
 		}
 	}
 }
+
+// TestLaunchForwardsSIGTERM: SIGTERM to the launcher reaches every rank
+// (which could save a checkpoint and exit), and launch exits non-zero.
+func TestLaunchForwardsSIGTERM(t *testing.T) {
+	script := `trap 'echo "got TERM"; exit 0' TERM; echo ready; sleep 60 & wait`
+	args, _ := json.Marshal([]string{"launch", "-n", "2", "--exec", "--grace", "5s", "--", "sh", "-c", script})
+	child := exec.Command(os.Args[0], "-test.run=^$")
+	child.Env = append(os.Environ(), cliChildEnv+"="+string(args))
+	out := &lockedBuffer{}
+	child.Stdout, child.Stderr = out, out
+	if err := child.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer child.Process.Kill()
+	for deadline := time.Now().Add(60 * time.Second); strings.Count(out.String(), "ready") < 2; time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("ranks not ready:\n%s", out)
+		}
+	}
+	sent := time.Now()
+	child.Process.Signal(syscall.SIGTERM)
+	err := child.Wait()
+	if time.Since(sent) > 4*time.Second {
+		t.Errorf("launch took %s to stop after SIGTERM", time.Since(sent))
+	}
+	if err == nil {
+		t.Error("launch exited 0 after SIGTERM")
+	}
+	t.Logf("launch output:\n%s", out)
+	for _, want := range []string{"[rank 0] got TERM", "[rank 1] got TERM", "interrupted"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("output lacks %q:\n%s", want, out)
+		}
+	}
+}
