@@ -149,3 +149,34 @@ const char* fgt_backend(void);
 }
 #endif
 #endif
+
+// ---- Distributed (shim_distributed.cpp) -----------------------------------
+// MLX's mlx::core::distributed: a group of processes (ranks) and collective
+// ops over it. The collectives are lazy ops like any other: they run when
+// the arrays that depend on them are evaluated, on the stream the group's
+// backend chooses (the ring: the CPU stream; NCCL: the GPU stream), so they
+// obey the thread rule. Same error discipline as above.
+#ifndef FUNGTRAIN_MLX_SHIM_DISTRIBUTED_H
+#define FUNGTRAIN_MLX_SHIM_DISTRIBUTED_H
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct fgt_group_s* fgt_group;  // an owned mlx::core::distributed::Group
+
+// Collective op codes shared with Go (distributed.go).
+enum { FGT_ALL_SUM = 0, FGT_ALL_MAX = 1, FGT_ALL_MIN = 2, FGT_ALL_GATHER = 3 };
+
+int fgt_dist_is_available(const char* backend);  // 1 when MLX was built with it
+int fgt_dist_init(int strict, const char* backend, fgt_group* out);
+void fgt_dist_group_free(fgt_group g);
+int fgt_dist_rank(fgt_group g);
+int fgt_dist_size(fgt_group g);
+const char* fgt_dist_backend(fgt_group g);  // "ring", "nccl", "mpi", "jaccl" or "none"
+int fgt_dist_split(fgt_group g, int color, int key, fgt_group* out);
+int fgt_dist_collective(int op, fgt_array x, fgt_group g, fgt_array* out);
+
+#ifdef __cplusplus
+}
+#endif
+#endif
