@@ -1,0 +1,107 @@
+package progress
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"sync"
+	"time"
+)
+
+// Group draws several bars at once, one line each, for work that runs in
+// parallel (files downloaded side by side). It redraws its whole block in
+// place: the cursor goes back up over the lines it drew last time. A nil
+// *Group is a valid no-op group whose bars are nil (no-op) bars. Groups
+// are safe for concurrent use.
+type Group struct {
+	mu       sync.Mutex
+	w        io.Writer
+	bars     []*Bar
+	drawn    int // lines drawn last time
+	lastDraw time.Time
+	now      func() time.Time
+}
+
+// NewGroup returns a group drawn on f when f is a terminal, else nil.
+func NewGroup(f *os.File) *Group {
+	if f == nil || !IsTerminal(f) {
+		return nil
+	}
+	return NewGroupWriter(f)
+}
+
+// NewGroupWriter returns a group that always draws on w.
+func NewGroupWriter(w io.Writer) *Group {
+	return &Group{w: w, now: time.Now}
+}
+
+// Bar adds a line to the group.
+func (g *Group) Bar(label string, total int) *Bar {
+	if g == nil {
+		return nil
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	b := &Bar{w: g.w, label: label, total: total, start: g.now(), now: g.now, group: g}
+	g.bars = append(g.bars, b)
+	g.drawLocked(true)
+	return b
+}
+
+// redraw is called by a bar of the group after a change.
+func (g *Group) redraw(force bool) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.drawLocked(force)
+}
+
+func (g *Group) drawLocked(force bool) {
+	now := g.now()
+	if !force && now.Sub(g.lastDraw) < redrawEvery {
+		return
+	}
+	g.lastDraw = now
+	var sb strings.Builder
+	if g.drawn > 0 {
+		fmt.Fprintf(&sb, "\x1b[%dA", g.drawn) // back to the block's first line
+	}
+	for _, b := range g.bars {
+		sb.WriteString("\r")
+		sb.WriteString(b.line(now))
+		sb.WriteString("\x1b[K\n")
+	}
+	g.drawn = len(g.bars)
+	io.WriteString(g.w, sb.String())
+}
+
+// RenderBytes formats a bar line for a byte count, for example
+// "model.safetensors [=======>       ] 120.0/512.0 MB  23%  8.0 MB/s  15s".
+func RenderBytes(label string, done, total int, elapsed time.Duration) string {
+	rate := ""
+	if s := elapsed.Seconds(); s > 0 {
+		rate = "  " + megabytes(float64(done)/s) + "/s"
+	}
+	el := elapsed.Round(time.Second)
+	if total <= 0 {
+		return fmt.Sprintf("%s %s%s  %s", label, megabytes(float64(done)), rate, el)
+	}
+	d := min(max(done, 0), total)
+	return fmt.Sprintf("%s [%s] %s/%s %3d%%%s  %s", label, cells(d, total), strings.TrimSuffix(megabytes(float64(done)), " MB"),
+		megabytes(float64(total)), int(int64(d)*100/int64(total)), rate, el)
+}
+
+// megabytes prints a byte count in MB (10^6 bytes), one decimal.
+func megabytes(n float64) string { return fmt.Sprintf("%.1f MB", n/1e6) }
+
+// cells draws the bar itself, barWidth cells wide.
+func cells(done, total int) string {
+	filled := int(int64(done) * barWidth / int64(total))
+	var sb strings.Builder
+	sb.WriteString(strings.Repeat("=", filled))
+	if filled < barWidth {
+		sb.WriteString(">")
+		sb.WriteString(strings.Repeat(" ", barWidth-filled-1))
+	}
+	return sb.String()
+}
