@@ -56,7 +56,12 @@ func openPart(p string, m fileMeta) (*partFile, error) {
 	}
 	pf := &partFile{f: f, path: p, size: m.Size, etag: m.ETag, algo: checksumAlgo(m.ETag, m.Size)}
 	pf.newHash()
-	n, err := io.Copy(pf.sum, f)
+	st, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("stat %s: %w", p, err)
+	}
+	n, err := io.CopyN(pf.sum, f, st.Size())
 	if err != nil {
 		f.Close()
 		return nil, fmt.Errorf("read %s: %w", p, err)

@@ -49,6 +49,7 @@ type Hub struct {
 	c       *client
 	log     *slog.Logger
 	workers int
+	free    func(dir string) int64 // free disk space; tests replace it
 }
 
 // New returns a Hub for cfg. Zero fields of o take DefaultOptions' values.
@@ -69,7 +70,7 @@ func New(cfg Config, o Options) *Hub {
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
-	return &Hub{cfg: cfg, c: newClient(cfg, o), log: o.Logger, workers: o.Workers}
+	return &Hub{cfg: cfg, c: newClient(cfg, o), log: o.Logger, workers: o.Workers, free: freeBytes}
 }
 
 // Config returns the Hub's configuration.
@@ -250,7 +251,7 @@ func (h *Hub) fetch(ctx context.Context, rc repoCache, commit string, files []st
 	if err := os.MkdirAll(filepath.Join(rc.dir, "blobs"), 0o755); err != nil {
 		return 0, fmt.Errorf("create %s: %w", filepath.Join(rc.dir, "blobs"), err)
 	}
-	if free := freeBytes(filepath.Join(rc.dir, "blobs")); free >= 0 && need > free {
+	if free := h.free(filepath.Join(rc.dir, "blobs")); free >= 0 && need > free {
 		return 0, &Error{Kind: ErrDiskFull, Msg: fmt.Sprintf("not enough disk space for %s: it needs %s more in %s, and %s is free; free some space or set HF_HUB_CACHE to a larger disk", rc.repo, humanBytes(need), h.cfg.CacheDir, humanBytes(free))}
 	}
 	var mu sync.Mutex
