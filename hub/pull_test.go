@@ -265,4 +265,3 @@ func lastBlock(s string) string {
 	}
 	return s
 }
-
