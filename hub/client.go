@@ -174,7 +174,7 @@ func (c *client) statusError(resp *http.Response, method, u string, attempts int
 		case "EntryNotFound":
 			what = "the file"
 		}
-		e = &Error{Kind: ErrNotFound, Msg: fmt.Sprintf("%s %s: %s was not found on %s%s", method, u, what, c.endpoint, detail)}
+		e = &Error{Kind: ErrNotFound, Msg: fmt.Sprintf("%s %s: %s was not found on %s: %s%s", method, u, what, c.endpoint, st, detail)}
 	case resp.StatusCode == http.StatusUnauthorized || resp.StatusCode == http.StatusForbidden:
 		e = &Error{Kind: ErrAuth, Msg: fmt.Sprintf("%s %s: %s%s", method, u, st, detail)}
 		if code == "RepoNotFound" && resp.StatusCode == http.StatusUnauthorized {
