@@ -92,7 +92,7 @@ func (c *client) send(ctx context.Context, method, u string, hdr http.Header) (*
 		default:
 			return resp, nil
 		}
-		if attempt >= c.retries {
+		if attempt >= c.retries || isUnknownHost(err) {
 			return nil, lastErr
 		}
 		if wait == 0 {
@@ -205,6 +205,20 @@ func sleep(ctx context.Context, d time.Duration) error {
 	case <-t.C:
 		return nil
 	}
+}
+
+// isUnknownHost tells a name that does not resolve, which retrying will
+// not fix.
+func isUnknownHost(err error) bool {
+	var de *net.DNSError
+	return errors.As(err, &de) && de.IsNotFound
+}
+
+// withRetries returns a copy of the client that retries n times.
+func (c *client) withRetries(n int) *client {
+	cp := *c
+	cp.retries = n
+	return &cp
 }
 
 // plainNetErr keeps the network cause (refused, reset, no such host) of a

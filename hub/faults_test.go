@@ -3,6 +3,7 @@ package hub
 import (
 	"context"
 	"errors"
+	"net"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -54,6 +55,10 @@ func TestPullFaults(t *testing.T) {
 			wantRange: "bytes=1000003-", wantLog: "no data for 200ms"},
 		{name: "Range ignored after a cut", faults: []hubtest.Fault{{File: shard1, Kind: hubtest.Truncate, At: cut, Times: 1},
 			{File: shard1, Kind: hubtest.IgnoreRange, Times: 1}}, wantRange: "bytes=1000003-"},
+		{name: "503 on the repository info twice", faults: []hubtest.Fault{{File: hubtest.InfoFile, Kind: hubtest.Status, Code: 503, Times: 2}},
+			wantLog: "hub request failed, retrying"},
+		{name: "info connection dropped forever", faults: []hubtest.Fault{{File: hubtest.InfoFile, Kind: hubtest.Drop, Times: -1}},
+			wantErr: ErrNetwork, wantMsg: "cannot reach the Hub"},
 		{name: "404 on HEAD", faults: []hubtest.Fault{{File: shard1, Method: "HEAD", Kind: hubtest.Status, Code: 404, Times: -1}},
 			wantErr: ErrNotFound, wantMsg: "404 Not Found"},
 	}
@@ -277,4 +282,26 @@ func waitSize(t *testing.T, p string, n int64) {
 	}
 	st, err := os.Stat(p)
 	t.Fatalf("%s never reached %d bytes: %v %v", p, n, st, err)
+}
+
+// TestUnknownHost: a Hub name that does not resolve fails at once, without
+// the retries that cannot help.
+func TestUnknownHost(t *testing.T) {
+	fh := newFakeHub(t)
+	h, _ := newTestHub(t, fh, "", func(c *Config, o *Options) {
+		c.Endpoint = "http://no-such-host.invalid"
+		o.Backoff = time.Second
+	})
+	t0 := time.Now()
+	_, err := pull(t, h, testRepo)
+	if !errors.Is(err, ErrNetwork) || !strings.Contains(err.Error(), "cannot reach the Hub at http://no-such-host.invalid") {
+		t.Fatalf("error %v", err)
+	}
+	var de *net.DNSError
+	if !errors.As(err, &de) || !de.IsNotFound {
+		t.Skipf("this resolver does not say NXDOMAIN for .invalid: %v", err)
+	}
+	if d := time.Since(t0); d > 900*time.Millisecond {
+		t.Errorf("took %s: retried an unknown host", d)
+	}
 }

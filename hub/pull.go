@@ -108,16 +108,18 @@ func (h *Hub) Pull(ctx context.Context, ref Ref, o PullOptions) (*Snapshot, erro
 		return h.fromCache(ref, o, nil)
 	}
 	rc := newRepoCache(h.cfg.CacheDir, ref.Repo)
-	info, err := h.c.info(ctx, ref.Repo, ref.rev())
-	if err != nil {
-		err = h.explain(err, ref)
-		if errors.Is(err, ErrNetwork) || errors.Is(err, ErrServer) {
-			if s, cerr := h.fromCache(ref, o, err); cerr == nil {
-				h.log.Warn("the Hub cannot be reached; using the cached snapshot", "model", ref.String(), "commit", s.Commit, "error", err.Error())
-				return s, nil
-			}
+	// Like huggingface_hub: one quick try, then the cache if it has the
+	// revision, then the Hub again with retries.
+	info, err := h.c.withRetries(0).info(ctx, ref.Repo, ref.rev())
+	if errors.Is(err, ErrNetwork) || errors.Is(err, ErrServer) {
+		if s, cerr := h.fromCache(ref, o, err); cerr == nil {
+			h.log.Warn("the Hub cannot be reached; using the cached snapshot", "model", ref.String(), "commit", s.Commit, "error", err.Error())
+			return s, nil
 		}
-		return nil, err
+		info, err = h.c.info(ctx, ref.Repo, ref.rev())
+	}
+	if err != nil {
+		return nil, h.explain(err, ref)
 	}
 	names := make([]string, 0, len(info.Siblings))
 	for _, s := range info.Siblings {

@@ -324,6 +324,10 @@ func (h *Hub) serveHub(rw http.ResponseWriter, r *http.Request) {
 			w.WriteHeader(http.StatusMethodNotAllowed)
 			return
 		}
+		req.File = InfoFile
+		if h.applyStatusFault(w, r, InfoFile) {
+			return
+		}
 		repo, commit, ok := h.lookup(w, r, id, segs[5], false)
 		if !ok {
 			return

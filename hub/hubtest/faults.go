@@ -27,6 +27,10 @@ const (
 	IgnoreRange
 )
 
+// InfoFile is the File of a Fault on the repository info and tree
+// requests (/api/models/...).
+const InfoFile = "(info)"
+
 // Fault changes how requests for File are answered, Times times (-1:
 // always).
 type Fault struct {
