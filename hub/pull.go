@@ -260,8 +260,7 @@ func (h *Hub) fetch(ctx context.Context, rc repoCache, commit string, files []st
 	var total int64
 	err = parallel(ctx, h.workers, len(todo), func(ctx context.Context, k int) error {
 		i := todo[k]
-		bar := g.Bar(files[i], int(max(metas[i].Size, 0)))
-		bar.SetBytes(true)
+		bar := g.BytesBar(files[i], int(max(metas[i].Size, 0)))
 		t0 := time.Now()
 		n, err := h.fetchBlob(ctx, rc, files[i], metas[i], bar)
 		mu.Lock()

@@ -39,7 +39,7 @@ func (h *Hub) Resolve(ctx context.Context, s string, o PullOptions) (Model, erro
 	}
 	if ref.File == "" {
 		if m := missingModelFiles(snap.Dir); len(m) > 0 {
-			return Model{}, &Error{Kind: ErrNotFound, Msg: fmt.Sprintf("%s@%s is not a model fungtrain can load: %s lacks %s (it has %s); for a GGUF repository, name the file: %s/FILE.gguf",
+			return Model{}, &Error{Kind: ErrNotFound, Msg: fmt.Sprintf("%s@%s is not a model fungtrain can load: %s lacks %s (it holds %s); for a GGUF repository, name the file: %s/FILE.gguf",
 				ref.Repo, ref.rev(), snap.Dir, strings.Join(m, ", "), listSome(snap.Files), ref.Repo)}
 		}
 	}

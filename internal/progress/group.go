@@ -37,13 +37,18 @@ func NewGroupWriter(w io.Writer) *Group {
 }
 
 // Bar adds a line to the group.
-func (g *Group) Bar(label string, total int) *Bar {
+func (g *Group) Bar(label string, total int) *Bar { return g.add(label, total, false) }
+
+// BytesBar adds a line that counts bytes (see Bar.SetBytes).
+func (g *Group) BytesBar(label string, total int) *Bar { return g.add(label, total, true) }
+
+func (g *Group) add(label string, total int, bytes bool) *Bar {
 	if g == nil {
 		return nil
 	}
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	b := &Bar{w: g.w, label: label, total: total, start: g.now(), now: g.now, group: g}
+	b := &Bar{w: g.w, label: label, total: total, bytes: bytes, start: g.now(), now: g.now, group: g}
 	g.bars = append(g.bars, b)
 	g.drawLocked(true)
 	return b
