@@ -246,3 +246,26 @@ func TestPinnedModel(t *testing.T) {
 		t.Error("resumeDir")
 	}
 }
+
+// TestInitModelTokenizerFromHub: init-model --tokenizer ORG/NAME takes the
+// repository's tokenizer files and none of its weights.
+func TestInitModelTokenizerFromHub(t *testing.T) {
+	tokDir := t.TempDir()
+	writeWordTokenizer(t, tokDir, trainWords)
+	files := dirFiles(t, tokDir)
+	files["model.safetensors"] = bytes.Repeat([]byte{1}, 1<<20)
+	fh := hubtest.New()
+	t.Cleanup(fh.Close)
+	fh.AddRepo("org/tok", files)
+	hubEnv(t, fh, "")
+	out := filepath.Join(t.TempDir(), "m")
+	if _, errOut, err := runCLI(t, "init-model", "--shape", "tiny", "--out", out, "--tokenizer", "org/tok"); err != nil {
+		t.Fatalf("init-model: %v\n%s", err, errOut)
+	}
+	if b, err := os.ReadFile(filepath.Join(out, "tokenizer.json")); err != nil || !bytes.Equal(b, files["tokenizer.json"]) {
+		t.Errorf("tokenizer.json differs from the repository's (%v)", err)
+	}
+	if n := fh.Count("", "model.safetensors"); n != 0 {
+		t.Errorf("the weights were requested %d times", n)
+	}
+}
