@@ -159,7 +159,7 @@ func (discardHash) BlockSize() int              { return 1 }
 func (h *Hub) fetchBlob(ctx context.Context, rc repoCache, file string, m fileMeta, bar *progress.Bar) (int64, error) {
 	blob := rc.blob(m.ETag)
 	unlock, err := lockFile(ctx, rc.lockPath(m.ETag), func() {
-		h.log.Info("waiting for another process that downloads the same file", "repo", rc.repo, "file", file)
+		h.log.Info("waiting for another download of the same file (another process?)", "repo", rc.repo, "file", file, "lock", rc.lockPath(m.ETag))
 	})
 	if err != nil {
 		return 0, err

@@ -233,13 +233,18 @@ func (h *Hub) fetch(ctx context.Context, rc repoCache, commit string, files []st
 	if err != nil {
 		return 0, err
 	}
+	// One download per blob: files with the same bytes share it.
 	var todo []int
+	sameBlob := map[string][]int{}
 	var need int64
 	for i, m := range metas {
 		if _, err := os.Stat(rc.blob(m.ETag)); err == nil {
 			if err := rc.link(commit, files[i], m.ETag); err != nil {
 				return 0, err
 			}
+			continue
+		}
+		if sameBlob[m.ETag] = append(sameBlob[m.ETag], i); len(sameBlob[m.ETag]) > 1 {
 			continue
 		}
 		todo = append(todo, i)
@@ -269,9 +274,15 @@ func (h *Hub) fetch(ctx context.Context, rc repoCache, commit string, files []st
 		if err != nil {
 			return err
 		}
+		bar.Set(int(max(metas[i].Size, n)))
 		bar.Finish()
 		h.log.Debug("downloaded", "repo", rc.repo, "file", files[i], "bytes", n, "seconds", time.Since(t0).Seconds())
-		return rc.link(commit, files[i], metas[i].ETag)
+		for _, j := range sameBlob[metas[i].ETag] {
+			if err := rc.link(commit, files[j], metas[j].ETag); err != nil {
+				return err
+			}
+		}
+		return nil
 	})
 	return total, err
 }

@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/fungtrain/fungtrain/internal/progress"
 )
@@ -264,4 +265,53 @@ func lastBlock(s string) string {
 		return s[i:]
 	}
 	return s
+}
+
+// TestPullSameBytes: two files with the same bytes share one blob and one
+// download.
+func TestPullSameBytes(t *testing.T) {
+	fh := newFakeHub(t)
+	files := repoFiles()
+	files["tokenizer_config.json"] = files["config.json"]
+	fh.AddRepo("org/same", files)
+	h, _ := newTestHub(t, fh, "", nil)
+	s, err := pull(t, h, "org/same")
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkSnapshot(t, h, s, files, wantModelFiles)
+	if n := fh.Count("GET", "config.json") + fh.Count("GET", "tokenizer_config.json"); n != 1 {
+		t.Errorf("%d GETs for two files with the same bytes, want 1", n)
+	}
+}
+
+// TestConcurrentPulls: two pulls of one repository into one cache at once
+// (two clients, as two processes would be) download each file once: the
+// blob lock makes the second wait and find the blob.
+func TestConcurrentPulls(t *testing.T) {
+	fh := newFakeHub(t)
+	h1, _ := newTestHub(t, fh, "", nil)
+	h2 := New(h1.cfg, Options{Logger: h1.log, Backoff: time.Millisecond})
+	errs := make(chan error, 2)
+	for _, h := range []*Hub{h1, h2} {
+		go func() {
+			_, err := h.Pull(context.Background(), Ref{Repo: testRepo}, PullOptions{})
+			errs <- err
+		}()
+	}
+	for range 2 {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	s, err := pull(t, h1, testRepo)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkSnapshot(t, h1, s, repoFiles(), wantModelFiles)
+	for _, f := range wantModelFiles {
+		if n := fh.Count("GET", f); n != 1 {
+			t.Errorf("%s downloaded %d times", f, n)
+		}
+	}
 }
