@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"log/slog"
 	"os"
 	"path/filepath"
 
@@ -21,11 +22,26 @@ func resolveModel(ctx context.Context, arg string) (hub.Model, error) {
 	if arg == "" || hub.IsLocal(arg) {
 		return hub.Model{Path: arg}, nil
 	}
-	cfg, err := hub.ConfigFromEnv()
+	g := progress.NewGroup(os.Stderr)
+	h, err := newHub(g, hub.DefaultOptions().Workers)
 	if err != nil {
 		return hub.Model{}, err
 	}
-	return hub.New(cfg, hub.DefaultOptions()).Resolve(ctx, arg, hub.PullOptions{Progress: progress.NewGroup(os.Stderr)})
+	return h.Resolve(ctx, arg, hub.PullOptions{Progress: g})
+}
+
+// newHub returns a Hub configured from the environment whose log records
+// print above the progress bars of g.
+func newHub(g *progress.Group, workers int) (*hub.Hub, error) {
+	cfg, err := hub.ConfigFromEnv()
+	if err != nil {
+		return nil, err
+	}
+	slog.Debug("hub", "config", cfg)
+	o := hub.DefaultOptions()
+	o.Workers = workers
+	o.Logger = slog.New(g.LogHandler(slog.Default().Handler()))
+	return hub.New(cfg, o), nil
 }
 
 // resolveModelArg replaces *arg, a --model value, with the local path it
@@ -53,11 +69,11 @@ func resolveTokenizerArg(ctx context.Context, arg *string) error {
 	if ref.File == "" {
 		ref.File = "tokenizer.json"
 	}
-	cfg, err := hub.ConfigFromEnv()
+	h, err := newHub(nil, hub.DefaultOptions().Workers)
 	if err != nil {
 		return err
 	}
-	s, err := hub.New(cfg, hub.DefaultOptions()).Pull(ctx, ref, hub.PullOptions{Include: []string{"tokenizer_config.json"}})
+	s, err := h.Pull(ctx, ref, hub.PullOptions{Include: []string{"tokenizer_config.json"}})
 	if err != nil {
 		return err
 	}

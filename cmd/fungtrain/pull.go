@@ -71,15 +71,13 @@ func runPull(cmd *cobra.Command, arg string, f pullFlags) error {
 	if f.workers <= 0 {
 		return errors.New("pull: --workers must be positive")
 	}
-	cfg, err := hub.ConfigFromEnv()
+	g := progress.NewGroup(os.Stderr)
+	h, err := newHub(g, f.workers)
 	if err != nil {
 		return fmt.Errorf("pull: %w", err)
 	}
-	slog.Debug("hub", "config", cfg)
-	o := hub.DefaultOptions()
-	o.Workers = f.workers
 	t0 := time.Now()
-	s, err := hub.New(cfg, o).Pull(cmd.Context(), ref, hub.PullOptions{Include: f.include, All: f.all, Progress: progress.NewGroup(os.Stderr)})
+	s, err := h.Pull(cmd.Context(), ref, hub.PullOptions{Include: f.include, All: f.all, Progress: g})
 	if err != nil {
 		return fmt.Errorf("pull %s: %w", ref, err)
 	}

@@ -1,8 +1,10 @@
 package progress
 
 import (
+	"context"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"strings"
 	"sync"
@@ -109,4 +111,51 @@ func cells(done, total int) string {
 		sb.WriteString(strings.Repeat(" ", barWidth-filled-1))
 	}
 	return sb.String()
+}
+
+// Above runs print, which writes whole lines to the group's terminal (a
+// log record), above the bars: the block is cleared first and drawn again
+// below what print wrote, so neither overwrites the other.
+func (g *Group) Above(print func()) {
+	if g == nil {
+		print()
+		return
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.drawn > 0 {
+		fmt.Fprintf(g.w, "\x1b[%dA\r\x1b[J", g.drawn) // up to the block, clear to the end of the screen
+		g.drawn = 0
+	}
+	print()
+	if len(g.bars) > 0 {
+		g.drawLocked(true)
+	}
+}
+
+// LogHandler wraps a slog handler that writes to the group's terminal, so
+// that its records print above the bars.
+func (g *Group) LogHandler(h slog.Handler) slog.Handler {
+	if g == nil {
+		return h
+	}
+	return groupHandler{Handler: h, g: g}
+}
+
+type groupHandler struct {
+	slog.Handler
+	g *Group
+}
+
+func (h groupHandler) Handle(ctx context.Context, r slog.Record) (err error) {
+	h.g.Above(func() { err = h.Handler.Handle(ctx, r) })
+	return err
+}
+
+func (h groupHandler) WithAttrs(as []slog.Attr) slog.Handler {
+	return groupHandler{Handler: h.Handler.WithAttrs(as), g: h.g}
+}
+
+func (h groupHandler) WithGroup(name string) slog.Handler {
+	return groupHandler{Handler: h.Handler.WithGroup(name), g: h.g}
 }

@@ -2,6 +2,7 @@ package progress
 
 import (
 	"bytes"
+	"log/slog"
 	"strings"
 	"testing"
 	"time"
@@ -86,5 +87,36 @@ func TestBarSet(t *testing.T) {
 	b.Set(2)
 	if !strings.HasSuffix(buf.String(), "\rd [======>                       ] 2/10  20%  0s\x1b[K") {
 		t.Errorf("after Set(2): %q", buf.String())
+	}
+}
+
+// TestGroupAbove: a log record printed through the group's handler lands
+// above the bars: the block is cleared, the record written, the block drawn
+// again below it.
+func TestGroupAbove(t *testing.T) {
+	var buf bytes.Buffer
+	g := NewGroupWriter(&buf)
+	g.now = func() time.Time { return time.Unix(0, 0) }
+	g.Bar("a", 2)
+	g.Bar("b", 2)
+	buf.Reset()
+	log := slog.New(g.LogHandler(slog.NewTextHandler(&buf, &slog.HandlerOptions{
+		ReplaceAttr: func(_ []string, a slog.Attr) slog.Attr {
+			if a.Key == slog.TimeKey {
+				return slog.Attr{}
+			}
+			return a
+		}})))
+	log.Warn("resuming", "file", "a")
+	want := "\x1b[2A\r\x1b[J" + "level=WARN msg=resuming file=a\n" +
+		"\ra [>                             ] 0/2   0%  0s\x1b[K\n\rb [>                             ] 0/2   0%  0s\x1b[K\n"
+	if buf.String() != want {
+		t.Errorf("got %q\nwant %q", buf.String(), want)
+	}
+	var nilGroup *Group
+	buf.Reset()
+	slog.New(nilGroup.LogHandler(slog.NewTextHandler(&buf, nil))).Info("plain")
+	if !strings.Contains(buf.String(), "msg=plain") {
+		t.Errorf("a nil group's handler did not log: %q", buf.String())
 	}
 }
