@@ -184,6 +184,9 @@ func TestPullAuth(t *testing.T) {
 			if tc.name == "gated, no token" && fh.Count("HEAD", "") != 0 {
 				t.Errorf("gated without a token: %d HEADs sent; the repository info says it is gated", fh.Count("HEAD", ""))
 			}
+			if _, err := os.Stat(filepath.Join(h.cfg.CacheDir, "models--org--gated")); tc.name == "gated, no token" && err == nil {
+				t.Error("a refused pull left a repository folder in the cache")
+			}
 		})
 	}
 }

@@ -107,19 +107,9 @@ func (h *Hub) Pull(ctx context.Context, ref Ref, o PullOptions) (*Snapshot, erro
 	if h.cfg.Offline {
 		return h.fromCache(ref, o, nil)
 	}
-	rc := newRepoCache(h.cfg.CacheDir, ref.Repo)
-	// Like huggingface_hub: one quick try, then the cache if it has the
-	// revision, then the Hub again with retries.
-	info, err := h.c.withRetries(0).info(ctx, ref.Repo, ref.rev())
-	if errors.Is(err, ErrNetwork) || errors.Is(err, ErrServer) {
-		if s, cerr := h.fromCache(ref, o, err); cerr == nil {
-			h.log.Warn("the Hub cannot be reached; using the cached snapshot", "model", ref.String(), "commit", s.Commit, "error", err.Error())
-			return s, nil
-		}
-		info, err = h.c.info(ctx, ref.Repo, ref.rev())
-	}
-	if err != nil {
-		return nil, h.explain(err, ref)
+	info, cached, err := h.listing(ctx, ref, o)
+	if err != nil || cached != nil {
+		return cached, err
 	}
 	names := make([]string, 0, len(info.Siblings))
 	for _, s := range info.Siblings {
@@ -132,6 +122,7 @@ func (h *Hub) Pull(ctx context.Context, ref Ref, o PullOptions) (*Snapshot, erro
 	if err != nil {
 		return nil, err
 	}
+	rc := newRepoCache(h.cfg.CacheDir, ref.Repo)
 	s := &Snapshot{Ref: ref, Commit: info.SHA, Dir: rc.snapshot(info.SHA), Files: files}
 	s.Path = s.Dir
 	if ref.File != "" {
@@ -142,6 +133,9 @@ func (h *Hub) Pull(ctx context.Context, ref Ref, o PullOptions) (*Snapshot, erro
 		if !rc.has(s.Commit, f) {
 			missing = append(missing, f)
 		}
+	}
+	if len(missing) > 0 && info.gated() && !h.cfg.HasToken() {
+		return nil, h.explain(&Error{Kind: ErrAuth, Msg: fmt.Sprintf("%s is gated", ref.Repo)}, ref)
 	}
 	if err := os.MkdirAll(s.Dir, 0o755); err != nil {
 		return nil, fmt.Errorf("create %s: %w", s.Dir, err)
@@ -154,15 +148,31 @@ func (h *Hub) Pull(ctx context.Context, ref Ref, o PullOptions) (*Snapshot, erro
 		h.log.Info("model in the cache", "model", ref.String(), "commit", s.Commit, "files", len(files), "dir", s.Dir)
 		return s, nil
 	}
-	if info.gated() && !h.cfg.HasToken() {
-		return nil, h.explain(&Error{Kind: ErrAuth, Msg: fmt.Sprintf("%s is gated", ref.Repo)}, ref)
-	}
 	h.log.Info("pulling", "model", ref.String(), "commit", s.Commit, "files", len(missing), "cached", len(files)-len(missing))
 	s.Downloaded, err = h.fetch(ctx, rc, s.Commit, missing, o.Progress)
 	if err != nil {
 		return nil, h.explain(err, ref)
 	}
 	return s, nil
+}
+
+// listing asks the Hub for the commit and files of ref. Like
+// huggingface_hub, it makes one quick try, then answers from the cache if
+// that holds the revision (cached is then set), then asks again with
+// retries.
+func (h *Hub) listing(ctx context.Context, ref Ref, o PullOptions) (info repoInfo, cached *Snapshot, err error) {
+	info, err = h.c.withRetries(0).info(ctx, ref.Repo, ref.rev())
+	if errors.Is(err, ErrNetwork) || errors.Is(err, ErrServer) {
+		if s, cerr := h.fromCache(ref, o, err); cerr == nil {
+			h.log.Warn("the Hub cannot be reached; using the cached snapshot", "model", ref.String(), "commit", s.Commit, "error", err.Error())
+			return info, s, nil
+		}
+		info, err = h.c.info(ctx, ref.Repo, ref.rev())
+	}
+	if err != nil {
+		return info, nil, h.explain(err, ref)
+	}
+	return info, nil, nil
 }
 
 // selectFiles picks the repository files the options ask for.
