@@ -31,7 +31,8 @@ type partFile struct {
 	etag string
 	algo string // "sha256", "git-sha1" or "" (no check possible)
 	sum  hash.Hash
-	have int64
+	have int64 // bytes in the file
+	got  int64 // bytes written by this process (what it transferred)
 }
 
 func checksumAlgo(etag string, size int64) string {
@@ -103,6 +104,7 @@ func (p *partFile) Write(b []byte) (int, error) {
 	n, err := p.f.WriteAt(b, p.have)
 	p.sum.Write(b[:n])
 	p.have += int64(n)
+	p.got += int64(n)
 	if err != nil {
 		if errors.Is(err, syscall.ENOSPC) {
 			return n, &Error{Kind: ErrDiskFull, Msg: fmt.Sprintf("disk full while writing %s (%s of %s written); free some space and run again: the download resumes where it stopped", p.path, humanBytes(p.have), humanBytes(p.size)), Err: err}
@@ -179,13 +181,10 @@ func (h *Hub) fetchBlob(ctx context.Context, rc repoCache, file string, m fileMe
 	if part.have > 0 {
 		h.log.Info("resuming download", "repo", rc.repo, "file", file, "have", part.have, "size", m.Size)
 	}
-	var moved int64
 	for round := 0; ; round++ {
 		bar.Set(int(part.have))
-		n, err := h.fill(ctx, part, m, file, bar)
-		moved += n
-		if err != nil {
-			return moved, err
+		if err := h.fill(ctx, part, m, file, bar); err != nil {
+			return part.got, err
 		}
 		err = part.verify()
 		if err == nil {
@@ -194,39 +193,34 @@ func (h *Hub) fetchBlob(ctx context.Context, rc repoCache, file string, m fileMe
 		if round > 0 || !errors.Is(err, ErrChecksum) {
 			part.f.Close()
 			os.Remove(part.path)
-			return moved, &Error{Kind: ErrChecksum, Msg: fmt.Sprintf("%s of %s: %s; the download was discarded, run the command again", file, rc.repo, err.Error())}
+			return part.got, &Error{Kind: ErrChecksum, Msg: fmt.Sprintf("%s of %s: %s; the download was discarded, run the command again", file, rc.repo, err.Error())}
 		}
 		h.log.Warn("checksum mismatch, downloading again from the start", "repo", rc.repo, "file", file, "error", err.Error())
 		if err := part.reset(); err != nil {
-			return moved, err
+			return part.got, err
 		}
 	}
-	if err := part.commit(blob); err != nil {
-		return moved, err
-	}
-	return moved, nil
+	return part.got, part.commit(blob)
 }
 
 // fill downloads until the part file holds the whole file, resuming with
 // Range after a cut connection, a stalled body or a short one. It gives up
 // after h.c.retries attempts in a row that bring no byte.
-func (h *Hub) fill(ctx context.Context, part *partFile, m fileMeta, file string, bar *progress.Bar) (int64, error) {
-	var moved int64
+func (h *Hub) fill(ctx context.Context, part *partFile, m fileMeta, file string, bar *progress.Bar) error {
 	fruitless := 0
 	for {
 		if m.Size >= 0 && part.have == m.Size {
-			return moved, nil
+			return nil
 		}
-		before := part.have
+		before := part.got
 		done, err := h.getOnce(ctx, part, m, bar)
-		moved += max(part.have-before, 0)
 		if err == nil && done {
-			return moved, nil
+			return nil
 		}
 		if err != nil && !retryableBody(err) {
-			return moved, err
+			return err
 		}
-		if part.have > before {
+		if part.got > before {
 			fruitless = 0
 		} else {
 			fruitless++
@@ -235,12 +229,12 @@ func (h *Hub) fill(ctx context.Context, part *partFile, m fileMeta, file string,
 			if err == nil {
 				err = fmt.Errorf("the connection closed at byte %d of %d", part.have, m.Size)
 			}
-			return moved, &Error{Kind: ErrTruncated, Msg: fmt.Sprintf("download of %s cut short %d times in a row (%s of %s kept in %s; run again to resume)", file, fruitless, humanBytes(part.have), humanBytes(m.Size), part.path), Err: err}
+			return &Error{Kind: ErrTruncated, Msg: fmt.Sprintf("download of %s cut short %d times in a row (%s of %s kept in %s; run again to resume)", file, fruitless, humanBytes(part.have), humanBytes(m.Size), part.path), Err: err}
 		}
 		wait := min(h.c.backoff<<max(fruitless-1, 0), maxBackoff)
 		h.log.Warn("download interrupted, resuming", "file", file, "at", part.have, "size", m.Size, "wait", wait, "error", errText(err))
 		if err := sleep(ctx, wait); err != nil {
-			return moved, err
+			return err
 		}
 	}
 }

@@ -103,4 +103,13 @@ func TestPullKilledResumes(t *testing.T) {
 	if n := fh.Count("GET", shard1); n != 1 {
 		t.Errorf("%d GETs of %s after the kill, want 1 (resumed)", n, shard1)
 	}
+	// The child (one worker, files in order) had finished config.json and
+	// generation_config.json; the second pull moves only the rest.
+	var want int64 = -at
+	for _, f := range wantModelFiles[2:] {
+		want += int64(len(repoFiles()[f]))
+	}
+	if s.Downloaded != want {
+		t.Errorf("the second pull transferred %d bytes, want %d", s.Downloaded, want)
+	}
 }
