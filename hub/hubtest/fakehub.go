@@ -30,6 +30,7 @@ type Hub struct {
 	token    string
 	faults   []*Fault
 	requests []Request
+	epoch    int // counts ResetRequests: a request that arrived before one is not recorded
 }
 
 // Repo is a repository: revisions (branch -> commit) over snapshots.
@@ -168,11 +169,20 @@ func (h *Hub) Requests() []Request {
 	return append([]Request(nil), h.requests...)
 }
 
-// ResetRequests forgets the requests received so far.
+// ResetRequests forgets the requests received so far, and those in
+// progress (a stalled one, say) when they end.
 func (h *Hub) ResetRequests() {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	h.requests = nil
+	h.epoch++
+}
+
+// arrived returns the epoch a request arrives in, for record.
+func (h *Hub) arrived() int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.epoch
 }
 
 // Count returns how many requests with method asked for file (any file
@@ -187,8 +197,11 @@ func (h *Hub) Count(method, file string) int {
 	return n
 }
 
-func (h *Hub) record(r Request) {
+func (h *Hub) record(r Request, epoch int) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	if epoch != h.epoch {
+		return
+	}
 	h.requests = append(h.requests, r)
 }

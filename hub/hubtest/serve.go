@@ -127,7 +127,8 @@ func (h *Hub) serveHub(rw http.ResponseWriter, r *http.Request) {
 	w := &statusWriter{ResponseWriter: rw}
 	segs := splitPath(r)
 	req := Request{Server: "hub", Method: r.Method, Path: strings.Join(segs, "/"), Range: r.Header.Get("Range"), Auth: r.Header.Get("Authorization")}
-	defer func() { req.Status = w.status; h.record(req) }()
+	epoch := h.arrived()
+	defer func() { req.Status = w.status; h.record(req, epoch) }()
 	switch {
 	case len(segs) >= 6 && segs[0] == "api" && segs[1] == "models" && (segs[4] == "revision" || segs[4] == "tree"):
 		id := segs[2] + "/" + segs[3]
@@ -250,7 +251,8 @@ func (h *Hub) serveCDN(rw http.ResponseWriter, r *http.Request) {
 	w := &statusWriter{ResponseWriter: rw}
 	q := r.URL.Query()
 	req := Request{Server: "cdn", Method: r.Method, Path: r.URL.Path, File: q.Get("file"), Range: r.Header.Get("Range"), Auth: r.Header.Get("Authorization")}
-	defer func() { req.Status = w.status; h.record(req) }()
+	epoch := h.arrived()
+	defer func() { req.Status = w.status; h.record(req, epoch) }()
 	if req.Auth != "" {
 		http.Error(w, "Only one auth mechanism allowed; the signed URL already authenticates", http.StatusBadRequest)
 		return
