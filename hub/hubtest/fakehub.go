@@ -29,8 +29,7 @@ type Hub struct {
 	renamed  map[string]string // old repo id -> new
 	token    string
 	faults   []*Fault
-	requests []Request
-	epoch    int // counts ResetRequests: a request that arrived before one is not recorded
+	requests []*Request
 }
 
 // Repo is a repository: revisions (branch -> commit) over snapshots.
@@ -166,23 +165,19 @@ func ETag(name string, b []byte) string {
 func (h *Hub) Requests() []Request {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	return append([]Request(nil), h.requests...)
+	out := make([]Request, len(h.requests))
+	for i, r := range h.requests {
+		out[i] = *r
+	}
+	return out
 }
 
-// ResetRequests forgets the requests received so far, and those in
-// progress (a stalled one, say) when they end.
+// ResetRequests forgets the requests received so far (those still in
+// progress included).
 func (h *Hub) ResetRequests() {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	h.requests = nil
-	h.epoch++
-}
-
-// arrived returns the epoch a request arrives in, for record.
-func (h *Hub) arrived() int {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	return h.epoch
 }
 
 // Count returns how many requests with method asked for file (any file
@@ -197,11 +192,17 @@ func (h *Hub) Count(method, file string) int {
 	return n
 }
 
-func (h *Hub) record(r Request, epoch int) {
+// record logs a request as it arrives; its status is set when the
+// response headers go out.
+func (h *Hub) record(r Request) *Request {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if epoch != h.epoch {
-		return
-	}
-	h.requests = append(h.requests, r)
+	h.requests = append(h.requests, &r)
+	return &r
+}
+
+func (h *Hub) setStatus(r *Request, status int) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	r.Status = status
 }

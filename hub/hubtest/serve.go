@@ -10,22 +10,26 @@ import (
 	"strings"
 )
 
-// statusWriter remembers the status for the request log.
+// statusWriter puts the status in the request log as the headers go out,
+// before the client can see them.
 type statusWriter struct {
 	http.ResponseWriter
+	h      *Hub
+	req    *Request
 	status int
 }
 
 func (w *statusWriter) WriteHeader(code int) {
 	if w.status == 0 {
 		w.status = code
+		w.h.setStatus(w.req, code)
 	}
 	w.ResponseWriter.WriteHeader(code)
 }
 
 func (w *statusWriter) Write(b []byte) (int, error) {
 	if w.status == 0 {
-		w.status = http.StatusOK
+		w.WriteHeader(http.StatusOK)
 	}
 	return w.ResponseWriter.Write(b)
 }
@@ -124,13 +128,20 @@ func (h *Hub) redirectRenamed(w http.ResponseWriter, r *http.Request, id string)
 }
 
 func (h *Hub) serveHub(rw http.ResponseWriter, r *http.Request) {
-	w := &statusWriter{ResponseWriter: rw}
 	segs := splitPath(r)
-	req := Request{Server: "hub", Method: r.Method, Path: strings.Join(segs, "/"), Range: r.Header.Get("Range"), Auth: r.Header.Get("Authorization")}
-	epoch := h.arrived()
-	defer func() { req.Status = w.status; h.record(req, epoch) }()
+	isAPI := len(segs) >= 6 && segs[0] == "api" && segs[1] == "models" && (segs[4] == "revision" || segs[4] == "tree")
+	isResolve := len(segs) >= 5 && segs[2] == "resolve"
+	file := ""
 	switch {
-	case len(segs) >= 6 && segs[0] == "api" && segs[1] == "models" && (segs[4] == "revision" || segs[4] == "tree"):
+	case isAPI:
+		file = InfoFile
+	case isResolve:
+		file = strings.Join(segs[4:], "/")
+	}
+	w := &statusWriter{ResponseWriter: rw, h: h, req: h.record(Request{Server: "hub", Method: r.Method, Path: strings.Join(segs, "/"),
+		File: file, Range: r.Header.Get("Range"), Auth: r.Header.Get("Authorization")})}
+	switch {
+	case isAPI:
 		id := segs[2] + "/" + segs[3]
 		if h.redirectRenamed(w, r, id) {
 			return
@@ -139,7 +150,6 @@ func (h *Hub) serveHub(rw http.ResponseWriter, r *http.Request) {
 			w.WriteHeader(http.StatusMethodNotAllowed)
 			return
 		}
-		req.File = InfoFile
 		if h.applyStatusFault(w, r, InfoFile) {
 			return
 		}
@@ -152,20 +162,19 @@ func (h *Hub) serveHub(rw http.ResponseWriter, r *http.Request) {
 		} else {
 			h.serveInfo(w, r, repo, commit)
 		}
-	case len(segs) >= 5 && segs[2] == "resolve":
+	case isResolve:
 		id := segs[0] + "/" + segs[1]
-		req.File = strings.Join(segs[4:], "/")
 		if h.redirectRenamed(w, r, id) {
 			return
 		}
-		if h.applyStatusFault(w, r, req.File) {
+		if h.applyStatusFault(w, r, file) {
 			return
 		}
 		repo, commit, ok := h.lookup(w, r, id, segs[3], true)
 		if !ok {
 			return
 		}
-		h.serveResolve(w, r, repo, commit, req.File)
+		h.serveResolve(w, r, repo, commit, file)
 	default:
 		http.NotFound(w, r)
 	}
@@ -248,11 +257,9 @@ func (h *Hub) serveResolve(w http.ResponseWriter, r *http.Request, repo *Repo, c
 // serveCDN answers GET on /blobs/<sha256>?repo=...&file=...: the bytes,
 // with Range. Like a signed-URL store, it refuses an Authorization header.
 func (h *Hub) serveCDN(rw http.ResponseWriter, r *http.Request) {
-	w := &statusWriter{ResponseWriter: rw}
 	q := r.URL.Query()
-	req := Request{Server: "cdn", Method: r.Method, Path: r.URL.Path, File: q.Get("file"), Range: r.Header.Get("Range"), Auth: r.Header.Get("Authorization")}
-	epoch := h.arrived()
-	defer func() { req.Status = w.status; h.record(req, epoch) }()
+	req := h.record(Request{Server: "cdn", Method: r.Method, Path: r.URL.Path, File: q.Get("file"), Range: r.Header.Get("Range"), Auth: r.Header.Get("Authorization")})
+	w := &statusWriter{ResponseWriter: rw, h: h, req: req}
 	if req.Auth != "" {
 		http.Error(w, "Only one auth mechanism allowed; the signed URL already authenticates", http.StatusBadRequest)
 		return
