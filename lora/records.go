@@ -24,6 +24,8 @@ type RunMetadata struct {
 	DataSHA256       map[string]string `json:"data_sha256"`
 	ModelSHA256      string            `json:"model_sha256"`
 	ModelHashOf      string            `json:"model_sha256_of"`
+	ModelRepo        string            `json:"model_repo,omitempty"`   // ORG/NAME when model.path named a Hub repository
+	ModelCommit      string            `json:"model_commit,omitempty"` // the commit it resolved to
 	FungtrainVersion string            `json:"fungtrain_version"`
 	GitCommit        string            `json:"git_commit"`
 	MLXVersion       string            `json:"mlx_version"`

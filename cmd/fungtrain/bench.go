@@ -42,6 +42,9 @@ alpha 8, dropout 0.1, the last 12 layers, q and v) on random sequences of
 			if args[0] == "train" {
 				mlx.UseTrainingBuffers()
 			}
+			if err := resolveModelArg(cmd.Context(), &o.Model); err != nil {
+				return err
+			}
 			var res any
 			err := mlx.Do(func() error {
 				var err error

@@ -459,6 +459,9 @@ and, for several files, in total (a duplicate across split files is a leak).`,
 			}
 			var tc data.TokenCounter
 			if modelPath != "" {
+				if err := resolveModelArg(cmd.Context(), &modelPath); err != nil {
+					return err
+				}
 				if tc, err = tokenCounterFor(modelPath); err != nil {
 					return err
 				}

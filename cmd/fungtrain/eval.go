@@ -149,6 +149,10 @@ func runEval(cmd *cobra.Command, f evalFlags) error {
 		}
 		judge, judgeModel = j, f.judgeModel
 	}
+	modelDir := f.model
+	if err := resolveModelArg(cmd.Context(), &modelDir); err != nil {
+		return err
+	}
 	var res *eval.Result
 	err = mlx.Do(func() error {
 		var tokOpts []llama.TokenizerOption
@@ -159,7 +163,7 @@ func runEval(cmd *cobra.Command, f evalFlags) error {
 			}
 			tokOpts = append(tokOpts, llama.WithChatFormat(cf))
 		}
-		b, err := llama.Open(f.model, llama.LoadOptions{Dtype: f.dtype}, tokOpts...)
+		b, err := llama.Open(modelDir, llama.LoadOptions{Dtype: f.dtype}, tokOpts...)
 		if err != nil {
 			return err
 		}

@@ -31,6 +31,9 @@ dtype (bf16 by default).`,
 			if model == "" || adapter == "" || out == "" {
 				return fmt.Errorf("fuse: --model, --adapter and --out are required")
 			}
+			if err := resolveModelArg(cmd.Context(), &model); err != nil {
+				return err
+			}
 			err := mlx.Do(func() error {
 				m, err := llama.LoadModel(model, llama.LoadOptions{Dtype: dtype, Dequantize: "yes"})
 				if err != nil {

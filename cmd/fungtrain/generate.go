@@ -196,6 +196,9 @@ func runGenerate(cmd *cobra.Command, f generateFlags) error {
 	if err := checkGenerateFlags(f); err != nil {
 		return err
 	}
+	if err := resolveModelArg(cmd.Context(), &f.model); err != nil {
+		return err
+	}
 	format, err := llama.ParseChatFormat(f.chatFormat)
 	if err != nil {
 		return fmt.Errorf("--chat-format: %w", err)

@@ -75,6 +75,9 @@ func runInitModel(cmd *cobra.Command, f initModelFlags) error {
 		}
 	}
 	var tokFiles []tokFile
+	if err := resolveTokenizerArg(cmd.Context(), &f.tokenizer); err != nil {
+		return fmt.Errorf("init-model: --tokenizer: %w", err)
+	}
 	if f.tokenizer != "" {
 		if tokFiles, err = checkTokenizerFits(f.tokenizer, cfg); err != nil {
 			return err

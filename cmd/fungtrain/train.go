@@ -14,6 +14,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/fungtrain/fungtrain/data"
+	"github.com/fungtrain/fungtrain/hub"
 	"github.com/fungtrain/fungtrain/llama"
 	"github.com/fungtrain/fungtrain/lora"
 	"github.com/fungtrain/fungtrain/mlx"
@@ -83,6 +84,10 @@ func runTrain(cmd *cobra.Command, f trainFlags) error {
 	ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	log := slog.Default()
+	model, err := resolveModel(ctx, pinnedModel(cfg.Model.Path, resumeDir(ck, cfg.Output.Dir)))
+	if err != nil {
+		return err
+	}
 	var summary *lora.Summary
 	err = mlx.Do(func() error {
 		var tokOpts []llama.TokenizerOption
@@ -93,7 +98,7 @@ func runTrain(cmd *cobra.Command, f trainFlags) error {
 			}
 			tokOpts = append(tokOpts, llama.WithChatFormat(cf))
 		}
-		b, err := llama.Open(cfg.Model.Path, llama.LoadOptions{Dtype: cfg.Model.Dtype}, tokOpts...)
+		b, err := llama.Open(model.Path, llama.LoadOptions{Dtype: cfg.Model.Dtype}, tokOpts...)
 		if err != nil {
 			return err
 		}
@@ -106,7 +111,7 @@ func runTrain(cmd *cobra.Command, f trainFlags) error {
 		if err != nil {
 			return err
 		}
-		meta, err := runMetadata(cfg, train, valid)
+		meta, err := runMetadata(cfg, model, train, valid)
 		if err != nil {
 			return err
 		}
@@ -155,7 +160,7 @@ func padID(b *llama.Bundle) int32 {
 	return 0
 }
 
-func runMetadata(cfg lora.RunConfig, splits ...*traindata.Split) (lora.RunMetadata, error) {
+func runMetadata(cfg lora.RunConfig, model hub.Model, splits ...*traindata.Split) (lora.RunMetadata, error) {
 	meta := lora.RunMetadata{
 		Timestamp: time.Now().UTC().Format(time.RFC3339), Seed: cfg.Training.Seed, Config: cfg,
 		DataSHA256: map[string]string{}, FungtrainVersion: version, GitCommit: commit,
@@ -170,11 +175,12 @@ func runMetadata(cfg lora.RunConfig, splits ...*traindata.Split) (lora.RunMetada
 			meta.DataSHA256["test.jsonl"] = sum
 		}
 	}
-	sum, of, err := lora.ModelDigest(cfg.Model.Path)
+	sum, of, err := lora.ModelDigest(model.Path)
 	if err != nil {
 		return meta, fmt.Errorf("hash model: %w", err)
 	}
 	meta.ModelSHA256, meta.ModelHashOf = sum, of
+	meta.ModelRepo, meta.ModelCommit = model.Repo, model.Commit
 	return meta, nil
 }
 
