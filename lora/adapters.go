@@ -1,9 +1,12 @@
 package lora
 
 import (
+	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"os"
 	"path/filepath"
 	"sort"
@@ -67,33 +70,63 @@ func (s Settings) ResolvedKeys() []string {
 	return s.Keys
 }
 
-// Validate checks the settings against a model with nLayers blocks.
+// Validate checks the settings against a model with nLayers blocks (0:
+// unknown yet); the error has one line per problem.
 func (s Settings) Validate(nLayers int) error {
+	problems := s.problems(nLayers)
+	errs := make([]error, len(problems))
+	for i, p := range problems {
+		errs[i] = p
+	}
+	return errors.Join(errs...)
+}
+
+// problems lists every bad setting, named lora.<key>. The float settings
+// must be finite before their ranges are checked: a comparison lets NaN
+// through.
+func (s Settings) problems(nLayers int) []keyError {
+	errs := nonFiniteFloats(s, "lora.")
+	finite := len(errs) == 0
+	bad := func(key, format string, args ...any) {
+		errs = append(errs, keyError{key, fmt.Sprintf(format, args...)})
+	}
 	if s.Rank <= 0 {
-		return fmt.Errorf("lora.rank must be positive, got %d", s.Rank)
+		bad("lora.rank", "must be positive, got %d", s.Rank)
 	}
-	if s.Alpha <= 0 && s.Scale == 0 {
-		return fmt.Errorf("lora.alpha must be positive, got %g", s.Alpha)
-	}
-	if s.Dropout < 0 || s.Dropout >= 1 {
-		return fmt.Errorf("lora.dropout must be in [0, 1), got %g", s.Dropout)
+	if finite {
+		if s.Alpha <= 0 && s.Scale == 0 {
+			bad("lora.alpha", "must be positive, got %g", s.Alpha)
+		}
+		if s.Scale < 0 {
+			bad("lora.scale", "must be positive (0: alpha/rank), got %g", s.Scale)
+		}
+		if sc := float64(float32(s.EffectiveScale())); s.Rank > 0 && (math.IsInf(sc, 0) || math.IsNaN(sc)) {
+			if s.Scale != 0 {
+				bad("lora.scale", "%g is too large for float32", s.Scale)
+			} else {
+				bad("lora.alpha", "%g over rank %d is too large a scale for float32", s.Alpha, s.Rank)
+			}
+		}
+		if s.Dropout < 0 || s.Dropout >= 1 {
+			bad("lora.dropout", "must be in [0, 1), got %g", s.Dropout)
+		}
 	}
 	if s.NumLayers == 0 || s.NumLayers < -1 {
-		return fmt.Errorf("lora.num_layers must be positive or -1 (all), got %d", s.NumLayers)
+		bad("lora.num_layers", "must be positive or -1 (all), got %d", s.NumLayers)
 	}
 	if nLayers > 0 && s.NumLayers > nLayers {
-		return fmt.Errorf("lora.num_layers is %d but the model has only %d layers", s.NumLayers, nLayers)
+		bad("lora.num_layers", "is %d but the model has only %d layers", s.NumLayers, nLayers)
 	}
 	keys := s.ResolvedKeys()
 	if len(keys) == 0 {
-		return fmt.Errorf("lora.keys is empty")
+		bad("lora.keys", "is empty")
 	}
 	for _, k := range keys {
 		if !contains(llama.ModulePaths, k) {
-			return fmt.Errorf("lora.keys: unknown module %q (want all-linear or some of %s)", k, strings.Join(llama.ModulePaths, ", "))
+			bad("lora.keys", "has unknown module %q (want all-linear or some of %s)", k, strings.Join(llama.ModulePaths, ", "))
 		}
 	}
-	return nil
+	return errs
 }
 
 func contains(list []string, s string) bool {
@@ -291,6 +324,59 @@ func (a *Adapters) Save(dir string) error {
 	return atomicfile.WriteFile(filepath.Join(dir, "adapter_config.json"), append(b, '\n'))
 }
 
+// adapterJSONKeys are the adapter_config.json names of the settings.
+var adapterJSONKeys = map[string]string{
+	"lora.rank": "lora_parameters.rank", "lora.dropout": "lora_parameters.dropout",
+	"lora.scale": "lora_parameters.scale", "lora.keys": "lora_parameters.keys",
+	"lora.alpha": "alpha", "lora.num_layers": "num_layers",
+}
+
+// parseAdapterConfig reads the settings from adapter_config.json's bytes b
+// (read from path) and validates them for a model of nLayers blocks. The
+// keys may be absent (mlx-lm's default): Load takes them from the tensors.
+func parseAdapterConfig(path string, b []byte, nLayers int) (Settings, error) {
+	var cfg adapterConfig
+	if err := json.Unmarshal(b, &cfg); err != nil {
+		return Settings{}, jsonError(path, b, err)
+	}
+	if cfg.FineTuneType != "" && cfg.FineTuneType != "lora" {
+		return Settings{}, fmt.Errorf("%s: fine_tune_type %q unsupported (want lora)", path, cfg.FineTuneType)
+	}
+	p := cfg.LoraParameters
+	s := Settings{Rank: p.Rank, Dropout: p.Dropout, NumLayers: cfg.NumLayers, Keys: p.Keys, Scale: p.Scale, Alpha: cfg.Alpha}
+	if s.Scale == 0 && s.Alpha == 0 {
+		return Settings{}, fmt.Errorf("%s: lora_parameters.scale is missing", path)
+	}
+	check := s
+	if len(check.Keys) == 0 {
+		check.Keys = DefaultSettings().Keys // the keys come from the tensors
+	}
+	var errs []error
+	for _, p := range check.problems(nLayers) {
+		if k, ok := adapterJSONKeys[p.key]; ok {
+			p.key = k
+		}
+		errs = append(errs, fmt.Errorf("%s: %w", path, p))
+	}
+	return s, errors.Join(errs...)
+}
+
+// jsonError says where in the JSON file path (bytes b) err happened.
+func jsonError(path string, b []byte, err error) error {
+	line := func(off int64) int { return 1 + bytes.Count(b[:min(max(off, 0), int64(len(b)))], []byte("\n")) }
+	var syn *json.SyntaxError
+	var typ *json.UnmarshalTypeError
+	switch {
+	case errors.As(err, &syn):
+		return fmt.Errorf("%s:%d: invalid JSON: %v", path, line(syn.Offset), syn)
+	case errors.As(err, &typ) && typ.Field == "":
+		return fmt.Errorf("%s:%d: want a JSON object, got %s", path, line(typ.Offset), typ.Value)
+	case errors.As(err, &typ):
+		return fmt.Errorf("%s:%d: %s: want %s, got %s", path, line(typ.Offset), typ.Field, wantOf(typ.Type), typ.Value)
+	}
+	return fmt.Errorf("parse %s: %w", path, err)
+}
+
 // Load reads an adapter directory written by fungtrain or mlx-lm and
 // installs it in m.
 func Load(m *llama.Model, dir string) (*Adapters, error) {
@@ -299,24 +385,9 @@ func Load(m *llama.Model, dir string) (*Adapters, error) {
 	if err != nil {
 		return nil, fmt.Errorf("load adapter: %w", err)
 	}
-	var cfg adapterConfig
-	if err := json.Unmarshal(b, &cfg); err != nil {
-		return nil, fmt.Errorf("parse %s: %w", cfgPath, err)
-	}
-	if cfg.FineTuneType != "" && cfg.FineTuneType != "lora" {
-		return nil, fmt.Errorf("%s: fine_tune_type %q unsupported (want lora)", cfgPath, cfg.FineTuneType)
-	}
-	p := cfg.LoraParameters
-	s := Settings{Rank: p.Rank, Dropout: p.Dropout, NumLayers: cfg.NumLayers, Keys: p.Keys, Scale: p.Scale, Alpha: cfg.Alpha}
-	if s.Scale == 0 && s.Alpha == 0 {
-		return nil, fmt.Errorf("%s: lora_parameters.scale is missing", cfgPath)
-	}
-	check := s
-	if len(check.Keys) == 0 {
-		check.Keys = DefaultSettings().Keys // the keys come from the tensors below
-	}
-	if err := check.Validate(len(m.Layers)); err != nil {
-		return nil, fmt.Errorf("%s: %w", cfgPath, err)
+	s, err := parseAdapterConfig(cfgPath, b, len(m.Layers))
+	if err != nil {
+		return nil, err
 	}
 	wPath := filepath.Join(dir, "adapters.safetensors")
 	tensors, _, err := mlx.LoadSafetensors(wPath)
