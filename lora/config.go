@@ -135,9 +135,21 @@ func DefaultRunConfig() RunConfig {
 // "--set training.batch_size=two: training.batch_size: want an integer,
 // got "two"". Nothing is written before the config is whole.
 func LoadRunConfig(path string, overrides []string, dataSections ...string) (RunConfig, error) {
+	var b []byte
+	if path != "" {
+		var err error
+		if b, err = os.ReadFile(path); err != nil {
+			return DefaultRunConfig(), fmt.Errorf("read config: %w", err)
+		}
+	}
+	return parseRunConfig(path, b, overrides, dataSections)
+}
+
+// parseRunConfig is LoadRunConfig on the bytes b of the file path.
+func parseRunConfig(path string, b []byte, overrides, dataSections []string) (RunConfig, error) {
 	cfg := DefaultRunConfig()
 	src := origin{file: path, sets: map[*yaml.Node]string{}}
-	root, err := readConfigTree(path)
+	root, err := parseConfigTree(path, b)
 	if err != nil {
 		return cfg, err
 	}
@@ -167,17 +179,11 @@ func LoadRunConfig(path string, overrides []string, dataSections ...string) (Run
 
 var yamlLineRE = regexp.MustCompile(`^yaml: line (\d+): `)
 
-// readConfigTree parses path into its top-level mapping node (an empty one
-// for no file or an empty file). Syntax errors name the file and line.
-func readConfigTree(path string) (*yaml.Node, error) {
+// parseConfigTree parses the bytes b of file path into their top-level
+// node (an empty mapping for no file or an empty one). Syntax errors name
+// the file and line.
+func parseConfigTree(path string, b []byte) (*yaml.Node, error) {
 	empty := &yaml.Node{Kind: yaml.MappingNode, Tag: "!!map"}
-	if path == "" {
-		return empty, nil
-	}
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return nil, fmt.Errorf("read config: %w", err)
-	}
 	dec := yaml.NewDecoder(bytes.NewReader(b))
 	var doc yaml.Node
 	if err := dec.Decode(&doc); err != nil {

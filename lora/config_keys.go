@@ -45,6 +45,15 @@ type keyChecker struct {
 	origin
 	dataSections []string // keys under data: that another reader owns
 	errs         []string
+	// merged are the mappings already merged (<<) into a section: a
+	// mapping merged twice adds nothing, and checking it again would make
+	// nested merges ([*a, *a] in a chain) take exponential time.
+	merged map[mergedInto]bool
+}
+
+type mergedInto struct {
+	mapping *yaml.Node
+	prefix  string
 }
 
 func (c *keyChecker) add(n *yaml.Node, format string, args ...any) {
@@ -104,13 +113,21 @@ func (c *keyChecker) section(n *yaml.Node, t reflect.Type, prefix string) {
 // merge checks the mappings a YAML merge key (<<) brings into a section.
 func (c *keyChecker) merge(v *yaml.Node, t reflect.Type, prefix string) {
 	v = unalias(v)
+	targets := []*yaml.Node{v}
 	if v.Kind == yaml.SequenceNode {
-		for _, m := range v.Content {
-			c.section(m, t, prefix)
-		}
-		return
+		targets = v.Content
 	}
-	c.section(v, t, prefix)
+	for _, m := range targets {
+		m = unalias(m)
+		if c.merged[mergedInto{m, prefix}] {
+			continue
+		}
+		if c.merged == nil {
+			c.merged = map[mergedInto]bool{}
+		}
+		c.merged[mergedInto{m, prefix}] = true
+		c.section(m, t, prefix)
+	}
 }
 
 // value checks the value n of key against the field type t.

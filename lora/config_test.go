@@ -349,12 +349,44 @@ func TestSettingsValidate(t *testing.T) {
 	}
 }
 
+// adapterFile names the adapter config in badAdapterConfigs' errors.
+const adapterFile = "dir/adapter_config.json"
+
+// adapterParams is an adapter_config.json with the given lora_parameters.
+func adapterParams(p string) []byte {
+	return []byte("{\"num_layers\": 4,\n \"lora_parameters\": {" + p + "}}")
+}
+
+// badAdapterConfigs are bad adapter_config.json files (for a model of 16
+// layers) and the whole error each gives;
+// FuzzAdapterConfig starts from them too.
+var badAdapterConfigs = []struct {
+	name string
+	json []byte
+	want string
+}{
+	{"overflowing scale", adapterParams(`"rank": 8, "scale": 1e999`), adapterFile + ":2: lora_parameters.scale: want a number, got number 1e999"},
+	{"scale beyond float32", adapterParams(`"rank": 8, "scale": 1e39`), adapterFile + ": lora_parameters.scale 1e+39 is too large for float32"},
+	{"negative scale", adapterParams(`"rank": 8, "scale": -2`), adapterFile + ": lora_parameters.scale must be positive (0: alpha/rank), got -2"},
+	{"dropout 1.5", adapterParams(`"rank": 8, "scale": 2, "dropout": 1.5`), adapterFile + ": lora_parameters.dropout must be in [0, 1), got 1.5"},
+	{"string rank", adapterParams(`"rank": "8", "scale": 2`), adapterFile + ":2: lora_parameters.rank: want an integer, got string"},
+	{"no scale", adapterParams(`"rank": 8`), adapterFile + ": lora_parameters.scale is missing"},
+	{"no rank", adapterParams(`"scale": 2`), adapterFile + ": lora_parameters.rank must be positive, got 0"},
+	{"too many layers", []byte(`{"num_layers": 40, "lora_parameters": {"rank": 8, "scale": 2}}`),
+		adapterFile + ": num_layers is 40 but the model has only 16 layers"},
+	{"unknown module", adapterParams(`"rank": 8, "scale": 2, "keys": ["attn.q"]`),
+		adapterFile + `: lora_parameters.keys has unknown module "attn.q" (want all-linear or some of ` + strings.Join(llama.ModulePaths, ", ") + ")"},
+	{"DoRA", []byte(`{"fine_tune_type": "dora", "lora_parameters": {"rank": 8, "scale": 2}}`), adapterFile + `: fine_tune_type "dora" unsupported (want lora)`},
+	{"NaN literal", adapterParams(`"rank": 8, "scale": NaN`), adapterFile + ":2: invalid JSON: invalid character 'N' looking for beginning of value"},
+	{"trailing comma", adapterParams(`"rank": 8,`), adapterFile + ":2: invalid JSON: invalid character '}' looking for beginning of object key string"},
+	{"not an object", []byte(`[1, 2]`), adapterFile + ":1: want a JSON object, got array"},
+}
+
 // TestAdapterConfigErrors: adapter_config.json (fungtrain's or mlx-lm's)
 // is read into settings, and a bad one is refused naming the file, the
 // line for JSON errors, and the JSON key.
 func TestAdapterConfigErrors(t *testing.T) {
-	const f = "dir/adapter_config.json"
-	s, err := parseAdapterConfig(f, []byte(`{"fine_tune_type": "lora", "num_layers": 4, "model": "x",
+	s, err := parseAdapterConfig(adapterFile, []byte(`{"fine_tune_type": "lora", "num_layers": 4, "model": "x",
   "lora_parameters": {"rank": 8, "dropout": 0.05, "scale": 20.0, "keys": ["self_attn.q_proj"]}}`), 16)
 	if err != nil {
 		t.Fatal(err)
@@ -362,33 +394,9 @@ func TestAdapterConfigErrors(t *testing.T) {
 	if s.Rank != 8 || s.Dropout != 0.05 || s.EffectiveScale() != 20 || s.NumLayers != 4 || !slices.Equal(s.Keys, []string{"self_attn.q_proj"}) {
 		t.Errorf("settings %+v", s)
 	}
-	params := func(p string) []byte {
-		return []byte("{\"num_layers\": 4,\n \"lora_parameters\": {" + p + "}}")
-	}
-	cases := []struct {
-		name string
-		json []byte
-		want string
-	}{
-		{"overflowing scale", params(`"rank": 8, "scale": 1e999`), f + ":2: lora_parameters.scale: want a number, got number 1e999"},
-		{"scale beyond float32", params(`"rank": 8, "scale": 1e39`), f + ": lora_parameters.scale 1e+39 is too large for float32"},
-		{"negative scale", params(`"rank": 8, "scale": -2`), f + ": lora_parameters.scale must be positive (0: alpha/rank), got -2"},
-		{"dropout 1.5", params(`"rank": 8, "scale": 2, "dropout": 1.5`), f + ": lora_parameters.dropout must be in [0, 1), got 1.5"},
-		{"string rank", params(`"rank": "8", "scale": 2`), f + ":2: lora_parameters.rank: want an integer, got string"},
-		{"no scale", params(`"rank": 8`), f + ": lora_parameters.scale is missing"},
-		{"no rank", params(`"scale": 2`), f + ": lora_parameters.rank must be positive, got 0"},
-		{"too many layers", []byte(`{"num_layers": 40, "lora_parameters": {"rank": 8, "scale": 2}}`),
-			f + ": num_layers is 40 but the model has only 16 layers"},
-		{"unknown module", params(`"rank": 8, "scale": 2, "keys": ["attn.q"]`),
-			f + `: lora_parameters.keys has unknown module "attn.q" (want all-linear or some of ` + strings.Join(llama.ModulePaths, ", ") + ")"},
-		{"DoRA", []byte(`{"fine_tune_type": "dora", "lora_parameters": {"rank": 8, "scale": 2}}`), f + `: fine_tune_type "dora" unsupported (want lora)`},
-		{"NaN literal", params(`"rank": 8, "scale": NaN`), f + ":2: invalid JSON: invalid character 'N' looking for beginning of value"},
-		{"trailing comma", params(`"rank": 8,`), f + ":2: invalid JSON: invalid character '}' looking for beginning of object key string"},
-		{"not an object", []byte(`[1, 2]`), f + ":1: want a JSON object, got array"},
-	}
-	for _, tc := range cases {
+	for _, tc := range badAdapterConfigs {
 		t.Run(tc.name, func(t *testing.T) {
-			if _, err := parseAdapterConfig(f, tc.json, 16); err == nil || err.Error() != tc.want {
+			if _, err := parseAdapterConfig(adapterFile, tc.json, 16); err == nil || err.Error() != tc.want {
 				t.Errorf("error\n%v\nwant\n%s", err, tc.want)
 			}
 		})
