@@ -4,6 +4,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 )
 
@@ -35,11 +36,24 @@ func clangxx(t *testing.T) string {
 	return c
 }
 
+// gnuCompiler is g++ when it is GCC (on macOS g++ is clang), else "".
+func gnuCompiler(t *testing.T) string {
+	gxx, err := exec.LookPath("g++")
+	if err != nil {
+		return ""
+	}
+	out, err := exec.CommandContext(t.Context(), gxx, "--version").Output()
+	if err != nil || strings.Contains(string(out), "clang") {
+		return ""
+	}
+	return gxx
+}
+
 // TestShimCompilesWithClangLibcxx compiles every C++ file of the binding
 // with clang++ and libc++, so a construct only GCC or libstdc++ accepts
-// fails here before it reaches a Mac. Two negative controls, which g++ with
-// libstdc++ accepts, must fail: the check really uses clang's front end and
-// libc++'s headers.
+// fails here before it reaches a Mac. Two negative controls, which GCC with
+// libstdc++ accepts (checked where g++ is GCC), must fail: the check really
+// uses clang's front end and libc++'s headers.
 func TestShimCompilesWithClangLibcxx(t *testing.T) {
 	clang := clangxx(t)
 	sources, err := filepath.Glob("*.cpp")
@@ -57,7 +71,7 @@ func TestShimCompilesWithClangLibcxx(t *testing.T) {
 		{"GCC-only initialised variable-length array", "int f(int n) { int a[n] = {0}; return a[0]; }\n"},
 		{"libstdc++-only header", "#include <bits/stdc++.h>\nint g() { return 0; }\n"},
 	}
-	gxx, _ := exec.LookPath("g++")
+	gxx := gnuCompiler(t)
 	for _, c := range controls {
 		t.Run(c.name, func(t *testing.T) {
 			path := filepath.Join(t.TempDir(), "control.cpp")
