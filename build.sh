@@ -152,6 +152,46 @@ setup_chromium() {
   fi
 }
 
+# clang++ with libc++ for the shim's Mac check (mlx/shim_clang_test.go):
+# macOS compiles the shim with Apple clang and libc++, so a construct only
+# GCC or libstdc++ accepts must fail on Linux first. Debian's clang and
+# libc++-dev are installed with apt-get when missing. FUNGTRAIN_CLANGXX
+# names the compiler for the test, which then never skips.
+setup_clang() {
+  local c probe='#include <vector>
+int main() { return std::vector<int>{1}.size() == 1 ? 0 : 1; }'
+  for c in ${FUNGTRAIN_CLANGXX:-} clang++; do
+    if command -v "$c" >/dev/null 2>&1 \
+      && printf '%s\n' "$probe" | "$c" -std=c++20 -stdlib=libc++ -fsyntax-only -x c++ - >/dev/null 2>&1; then
+      export FUNGTRAIN_CLANGXX="$c"; step "clang: $c with libc++ present"; return
+    fi
+  done
+  [ "$(uname -s)" = Linux ] && command -v apt-get >/dev/null 2>&1 \
+    || die "clang++ with libc++ is required by the shim's Mac check (set FUNGTRAIN_CLANGXX)"
+  step "clang: installing Debian's clang and libc++-dev"
+  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq clang libc++-dev >/dev/null) \
+    || die "apt-get install clang libc++-dev failed: the shim's Mac check needs clang++ with libc++"
+  export FUNGTRAIN_CLANGXX=clang++
+}
+
+# The scripts run on macOS too (BSD tools, bash 3.2): refuse GNU-only tools
+# and flags and bash 4 features. bench/gpu*.sh run only on the Linux GPU
+# machines.
+check_portability() {
+  local gnu='sed -i|readlink -f|grep -[a-zA-Z]*P|(^|[^a-z_-])nproc|date -d|date --|stat -c|xargs -r|cp --|tar --|find .*-printf|sha256sum|md5sum|(^|[^a-z_.-])timeout |mapfile|readarray|declare -A|local -A|[$][{][a-zA-Z_]+(,,|\^\^)' # portability: ok
+  local f bad=0
+  for f in build.sh examples/*.sh bench/*.sh scripts/*.sh .ci/run; do
+    [ -f "$f" ] || continue
+    case "$f" in bench/gpu*.sh) continue ;; esac
+    if grep -nE "$gnu" "$f" | grep -vE '^[0-9]+:[[:space:]]*#' | grep -v 'portability: ok'; then
+      printf 'build.sh: %s uses a GNU-only tool or flag or a bash 4 feature (above): macOS has BSD tools and bash 3.2\n' "$f" >&2
+      bad=1
+    fi
+  done
+  [ "$bad" = 0 ] || exit 1
+  step "portability: the scripts avoid GNU-only tools and flags"
+}
+
 # OpenBLAS: mlx-cpu bundles the reference BLAS, which is 20-100x slower at
 # matrix products. Linking Debian's OpenBLAS ahead of libmlx makes its
 # cblas_sgemm win the symbol lookup (see docs/BENCHMARKS.md).
@@ -186,13 +226,16 @@ go_env() {
 build() {
   setup
   go_env
-  local ver commit
+  local ver commit origin='$ORIGIN'
   ver="$(git describe --tags --always --dirty 2>/dev/null || echo dev)"
   commit="$(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
+  # The binary finds libmlx beside it: $ORIGIN on Linux, @executable_path
+  # on macOS (whose linker does not know $ORIGIN).
+  [ "$(uname -s)" = Darwin ] && origin='@executable_path'
   step "build: bin/fungtrain"
   mkdir -p bin
   timed go build -o bin/fungtrain \
-    -ldflags "-X main.version=$ver -X main.commit=$commit -extldflags '-Wl,-rpath,\$ORIGIN/../third_party/mlx/mlx/lib'" \
+    -ldflags "-X main.version=$ver -X main.commit=$commit -extldflags '-Wl,-rpath,$origin/../third_party/mlx/mlx/lib'" \
     ./cmd/fungtrain
 }
 
@@ -202,6 +245,8 @@ test_all() {
   setup_pyenv
   setup_pyclients
   setup_chromium
+  setup_clang
+  check_portability
   go_env
   export FUNGTRAIN_PYTHON="$TP/pyenv/bin/python"
   step "test: go vet ./..."

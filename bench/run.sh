@@ -35,7 +35,7 @@ while [ $# -gt 0 ]; do
 done
 OUT="${OUT:-$(mktemp -d)}"
 mkdir -p "$OUT"
-echo "==> machine: $(uname -sm), $(nproc) cores; results in $OUT"
+echo "==> machine: $(uname -sm), $(getconf _NPROCESSORS_ONLN) cores; results in $OUT"
 "$FT" version | tee "$OUT/version.txt"
 echo "==> random-init $SHAPE model ($DTYPE)"
 MODEL="${MODEL_DIR:-$(mktemp -d)}"

@@ -31,7 +31,8 @@ while IFS='|' read -r label envs flags; do
   done
   echo "==> $label"
   # shellcheck disable=SC2086
-  if env "${envv[@]}" "$bin" bench "$BENCH" "$@" $flags --json > "$OUTDIR/$label.json" 2> "$OUTDIR/$label.log"; then
+  # ${envv[@]+...}: bash 3.2 (macOS) treats an empty array as unset under set -u.
+  if env ${envv[@]+"${envv[@]}"} "$bin" bench "$BENCH" "$@" $flags --json > "$OUTDIR/$label.json" 2> "$OUTDIR/$label.log"; then
     python3 - "$OUTDIR/$label.json" "$label" >> "$OUTDIR/variants.md" <<'PY'
 import json, sys
 r = json.load(open(sys.argv[1]))

@@ -2,8 +2,10 @@ package lora
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"os"
 	"path/filepath"
 	"sort"
@@ -67,33 +69,63 @@ func (s Settings) ResolvedKeys() []string {
 	return s.Keys
 }
 
-// Validate checks the settings against a model with nLayers blocks.
+// Validate checks the settings against a model with nLayers blocks (0:
+// unknown yet); the error has one line per problem.
 func (s Settings) Validate(nLayers int) error {
+	problems := s.problems(nLayers)
+	errs := make([]error, len(problems))
+	for i, p := range problems {
+		errs[i] = p
+	}
+	return errors.Join(errs...)
+}
+
+// problems lists every bad setting, named lora.<key>. The float settings
+// must be finite before their ranges are checked: a comparison lets NaN
+// through.
+func (s Settings) problems(nLayers int) []keyError {
+	errs := nonFiniteFloats(s, "lora.")
+	finite := len(errs) == 0
+	bad := func(key, format string, args ...any) {
+		errs = append(errs, keyError{key, fmt.Sprintf(format, args...)})
+	}
 	if s.Rank <= 0 {
-		return fmt.Errorf("lora.rank must be positive, got %d", s.Rank)
+		bad("lora.rank", "must be positive, got %d", s.Rank)
 	}
-	if s.Alpha <= 0 && s.Scale == 0 {
-		return fmt.Errorf("lora.alpha must be positive, got %g", s.Alpha)
-	}
-	if s.Dropout < 0 || s.Dropout >= 1 {
-		return fmt.Errorf("lora.dropout must be in [0, 1), got %g", s.Dropout)
+	if finite {
+		if s.Alpha <= 0 && s.Scale == 0 {
+			bad("lora.alpha", "must be positive, got %g", s.Alpha)
+		}
+		if s.Scale < 0 {
+			bad("lora.scale", "must be positive (0: alpha/rank), got %g", s.Scale)
+		}
+		if sc := float64(float32(s.EffectiveScale())); s.Rank > 0 && (math.IsInf(sc, 0) || math.IsNaN(sc)) {
+			if s.Scale != 0 {
+				bad("lora.scale", "%g is too large for float32", s.Scale)
+			} else {
+				bad("lora.alpha", "%g over rank %d is too large a scale for float32", s.Alpha, s.Rank)
+			}
+		}
+		if s.Dropout < 0 || s.Dropout >= 1 {
+			bad("lora.dropout", "must be in [0, 1), got %g", s.Dropout)
+		}
 	}
 	if s.NumLayers == 0 || s.NumLayers < -1 {
-		return fmt.Errorf("lora.num_layers must be positive or -1 (all), got %d", s.NumLayers)
+		bad("lora.num_layers", "must be positive or -1 (all), got %d", s.NumLayers)
 	}
 	if nLayers > 0 && s.NumLayers > nLayers {
-		return fmt.Errorf("lora.num_layers is %d but the model has only %d layers", s.NumLayers, nLayers)
+		bad("lora.num_layers", "is %d but the model has only %d layers", s.NumLayers, nLayers)
 	}
 	keys := s.ResolvedKeys()
 	if len(keys) == 0 {
-		return fmt.Errorf("lora.keys is empty")
+		bad("lora.keys", "is empty")
 	}
 	for _, k := range keys {
 		if !contains(llama.ModulePaths, k) {
-			return fmt.Errorf("lora.keys: unknown module %q (want all-linear or some of %s)", k, strings.Join(llama.ModulePaths, ", "))
+			bad("lora.keys", "has unknown module %q (want all-linear or some of %s)", k, strings.Join(llama.ModulePaths, ", "))
 		}
 	}
-	return nil
+	return errs
 }
 
 func contains(list []string, s string) bool {
@@ -299,24 +331,9 @@ func Load(m *llama.Model, dir string) (*Adapters, error) {
 	if err != nil {
 		return nil, fmt.Errorf("load adapter: %w", err)
 	}
-	var cfg adapterConfig
-	if err := json.Unmarshal(b, &cfg); err != nil {
-		return nil, fmt.Errorf("parse %s: %w", cfgPath, err)
-	}
-	if cfg.FineTuneType != "" && cfg.FineTuneType != "lora" {
-		return nil, fmt.Errorf("%s: fine_tune_type %q unsupported (want lora)", cfgPath, cfg.FineTuneType)
-	}
-	p := cfg.LoraParameters
-	s := Settings{Rank: p.Rank, Dropout: p.Dropout, NumLayers: cfg.NumLayers, Keys: p.Keys, Scale: p.Scale, Alpha: cfg.Alpha}
-	if s.Scale == 0 && s.Alpha == 0 {
-		return nil, fmt.Errorf("%s: lora_parameters.scale is missing", cfgPath)
-	}
-	check := s
-	if len(check.Keys) == 0 {
-		check.Keys = DefaultSettings().Keys // the keys come from the tensors below
-	}
-	if err := check.Validate(len(m.Layers)); err != nil {
-		return nil, fmt.Errorf("%s: %w", cfgPath, err)
+	s, err := parseAdapterConfig(cfgPath, b, len(m.Layers))
+	if err != nil {
+		return nil, err
 	}
 	wPath := filepath.Join(dir, "adapters.safetensors")
 	tensors, _, err := mlx.LoadSafetensors(wPath)

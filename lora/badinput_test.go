@@ -167,7 +167,7 @@ func TestAdapterPlacementErrors(t *testing.T) {
 		"lora.num_layers is 3 but the model has only 2 layers",
 		`unknown module "self_attn.qproj"`,
 		"already has an adapter",
-		"lora.num_layers is 4 but the model has only 2 layers",
+		"adapter_config.json: num_layers is 4 but the model has only 2 layers",
 		`fine_tune_type "dora" unsupported`,
 		"load adapter",
 	}

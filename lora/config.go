@@ -5,9 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"maps"
+	"math"
 	"os"
+	"reflect"
+	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 
 	"gopkg.in/yaml.v3"
@@ -120,203 +123,323 @@ func DefaultRunConfig() RunConfig {
 }
 
 // LoadRunConfig reads path (may be empty for defaults only), applies
-// overrides of the form "section.key=value", decodes strictly (an unknown
-// key is an error that names it) and validates. dataSections names the
-// keys under data: that another reader owns (the dataset pipeline's
-// sub-sections, data.SectionKeys()): they are kept as written in
-// Data.Pipeline; any other key there that training does not know is an
-// error.
+// overrides of the form "section.key=value" (the CLI's --set), checks every
+// key and value, and validates. dataSections names the keys under data:
+// that another reader owns (the dataset pipeline's sub-sections,
+// data.SectionKeys()): they are kept as written in Data.Pipeline; any
+// other key there that training does not know is an error.
+//
+// Errors are in the user's words, one line per problem: where the value
+// came from (file:line, or the override), the dotted key and what is wrong,
+// e.g. "run.yaml:2: unknown key lora.rnak (did you mean lora.rank?)" or
+// "--set training.batch_size=two: training.batch_size: want an integer,
+// got "two"". Nothing is written before the config is whole.
 func LoadRunConfig(path string, overrides []string, dataSections ...string) (RunConfig, error) {
-	cfg := DefaultRunConfig()
-	var root yaml.Node
+	var b []byte
 	if path != "" {
-		b, err := os.ReadFile(path)
-		if err != nil {
-			return cfg, fmt.Errorf("read config: %w", err)
-		}
-		if err := yaml.Unmarshal(b, &root); err != nil {
-			return cfg, fmt.Errorf("config %s: %w", path, err)
-		}
-		// Decode the file as written first, so errors carry its own line
-		// numbers (the re-marshalled tree below has different ones).
-		if err := decodeStrict(b, new(RunConfig)); err != nil {
-			return cfg, fmt.Errorf("config %s: %w", path, err)
+		var err error
+		if b, err = os.ReadFile(path); err != nil {
+			return DefaultRunConfig(), fmt.Errorf("read config: %w", err)
 		}
 	}
-	if root.Kind == 0 {
-		root = yaml.Node{Kind: yaml.DocumentNode, Content: []*yaml.Node{{Kind: yaml.MappingNode}}}
-	}
-	for _, o := range overrides {
-		if err := applyOverride(&root, o); err != nil {
-			return cfg, err
-		}
-	}
-	b, err := yaml.Marshal(&root)
+	return parseRunConfig(path, b, overrides, dataSections)
+}
+
+// parseRunConfig is LoadRunConfig on the bytes b of the file path.
+func parseRunConfig(path string, b []byte, overrides, dataSections []string) (RunConfig, error) {
+	cfg := DefaultRunConfig()
+	src := origin{file: path, sets: map[*yaml.Node]string{}}
+	root, err := parseConfigTree(path, b)
 	if err != nil {
 		return cfg, err
 	}
-	if err := decodeStrict(b, &cfg); err != nil {
-		// The file decoded alone, so an override is at fault.
-		return cfg, fmt.Errorf("config overrides %s: %w", strings.Join(overrides, " "), err)
+	for _, o := range overrides {
+		if err := applyOverride(root, o, src.sets); err != nil {
+			return cfg, err
+		}
 	}
-	if err := checkDataSections(cfg.Data.Pipeline, dataSections); err != nil {
-		return cfg, configError(path, err)
+	check := keyChecker{origin: src, dataSections: dataSections}
+	check.section(root, runConfigType, "")
+	if len(check.errs) > 0 {
+		return cfg, errors.New(strings.Join(check.errs, "\n"))
 	}
-	if err := cfg.Validate(); err != nil {
-		return cfg, configError(path, err)
+	if err := root.Decode(&cfg); err != nil {
+		// The check above should have caught it; say where anyway.
+		return cfg, fmt.Errorf("%s: %s", src.at(nil), strings.TrimPrefix(err.Error(), "yaml: "))
+	}
+	if problems := cfg.problems(); len(problems) > 0 {
+		lines := make([]string, len(problems))
+		for i, p := range problems {
+			lines[i] = src.at(lookup(root, p.key)) + ": " + p.Error()
+		}
+		return cfg, errors.New(strings.Join(lines, "\n"))
 	}
 	return cfg, nil
 }
 
-func configError(path string, err error) error {
-	if path != "" {
-		return fmt.Errorf("config %s: %w", path, err)
+var yamlLineRE = regexp.MustCompile(`^yaml: line (\d+): `)
+
+// parseConfigTree parses the bytes b of file path into their top-level
+// node (an empty mapping for no file or an empty one). Syntax errors name
+// the file and line.
+func parseConfigTree(path string, b []byte) (*yaml.Node, error) {
+	empty := &yaml.Node{Kind: yaml.MappingNode, Tag: "!!map"}
+	dec := yaml.NewDecoder(bytes.NewReader(b))
+	var doc yaml.Node
+	if err := dec.Decode(&doc); err != nil {
+		if errors.Is(err, io.EOF) {
+			return empty, nil
+		}
+		return nil, yamlSyntaxError(path, err)
 	}
-	return err
+	var next yaml.Node
+	if err := dec.Decode(&next); err == nil {
+		return nil, fmt.Errorf("%s:%d: a second YAML document (---): a run config is one document", path, next.Line)
+	} else if !errors.Is(err, io.EOF) {
+		return nil, yamlSyntaxError(path, err)
+	}
+	if len(doc.Content) == 0 || isNull(doc.Content[0]) {
+		return empty, nil
+	}
+	return doc.Content[0], nil
 }
 
-// checkDataSections rejects keys under data: that neither training nor
-// the named sections own.
-func checkDataSections(keys map[string]any, known []string) error {
-	for _, k := range slices.Sorted(maps.Keys(keys)) {
-		if !slices.Contains(known, k) {
-			return fmt.Errorf("unknown key data.%s", k)
+// yamlSyntaxError puts the file and line in front of a YAML parse error.
+// yaml.v3 counts lines from 0 in its parser's errors (those below) and
+// from 1 in its scanner's.
+func yamlSyntaxError(path string, err error) error {
+	msg := err.Error()
+	m := yamlLineRE.FindStringSubmatch(msg)
+	if m == nil {
+		return fmt.Errorf("%s: %s", path, strings.TrimPrefix(msg, "yaml: "))
+	}
+	line, _ := strconv.Atoi(m[1])
+	problem := msg[len(m[0]):]
+	for _, p := range []string{"did not find expected", "found duplicate %", "found incompatible YAML document", "found undefined tag handle"} {
+		if strings.HasPrefix(problem, p) {
+			line++
+			break
 		}
 	}
-	return nil
+	return fmt.Errorf("%s:%d: %s", path, line, problem)
 }
 
-// decodeStrict decodes YAML into v; an unknown key is an error.
-func decodeStrict(b []byte, v any) error {
-	dec := yaml.NewDecoder(bytes.NewReader(b))
-	dec.KnownFields(true)
-	if err := dec.Decode(v); err != nil && !errors.Is(err, io.EOF) {
-		return err
-	}
-	return nil
-}
-
-// applyOverride sets section.key[.key...]=value in the YAML tree.
-func applyOverride(root *yaml.Node, o string) error {
+// applyOverride sets section.key[.key...]=value in the config tree, and
+// records in sets every node it made, so errors about them name it.
+func applyOverride(root *yaml.Node, o string, sets map[*yaml.Node]string) error {
 	eq := strings.IndexByte(o, '=')
 	if eq <= 0 {
-		return fmt.Errorf("override %q: want section.key=value", o)
+		return fmt.Errorf("--set %s: want section.key=value", o)
 	}
 	path, val := strings.Split(o[:eq], "."), o[eq+1:]
-	var v yaml.Node
-	if err := yaml.Unmarshal([]byte(val), &v); err != nil || len(v.Content) == 0 {
-		v = yaml.Node{Kind: yaml.ScalarNode, Value: val}
-	} else {
-		v = *v.Content[0]
+	v := &yaml.Node{Kind: yaml.ScalarNode, Tag: "!!str", Value: val}
+	var parsed yaml.Node
+	if err := yaml.Unmarshal([]byte(val), &parsed); err == nil && len(parsed.Content) > 0 {
+		v = parsed.Content[0]
 	}
-	n := root.Content[0]
+	markAll(v, o, sets)
+	n := root
 	for i, key := range path {
+		n = unalias(n)
+		if isNull(n) {
+			*n = yaml.Node{Kind: yaml.MappingNode, Tag: "!!map", Line: n.Line, Column: n.Column}
+		}
 		if n.Kind != yaml.MappingNode {
-			return fmt.Errorf("override %q: %s is not a section", o, strings.Join(path[:i], "."))
+			return fmt.Errorf("--set %s: %s is not a section", o, strings.Join(path[:i], "."))
 		}
 		var next *yaml.Node
 		for j := 0; j+1 < len(n.Content); j += 2 {
 			if n.Content[j].Value == key {
 				next = n.Content[j+1]
 				if i == len(path)-1 {
-					n.Content[j+1] = &v
+					n.Content[j+1] = v
 				}
-				break
 			}
 		}
 		if next == nil {
-			child := &yaml.Node{Kind: yaml.MappingNode}
+			next = &yaml.Node{Kind: yaml.MappingNode, Tag: "!!map"}
 			if i == len(path)-1 {
-				child = &v
+				next = v
 			}
-			n.Content = append(n.Content, &yaml.Node{Kind: yaml.ScalarNode, Value: key}, child)
-			next = child
+			k := &yaml.Node{Kind: yaml.ScalarNode, Tag: "!!str", Value: key}
+			sets[k], sets[next] = o, o
+			n.Content = append(n.Content, k, next)
 		}
 		n = next
 	}
 	return nil
 }
 
-// Validate checks every value.
+// markAll records n and every node under it as made by override o.
+func markAll(n *yaml.Node, o string, sets map[*yaml.Node]string) {
+	sets[n] = o
+	for _, c := range n.Content {
+		markAll(c, o, sets)
+	}
+}
+
+// A keyError is a bad value of one setting, named by its dotted key.
+type keyError struct {
+	key    string // e.g. optimizer.lr
+	detail string // e.g. "must be positive, got -1"
+}
+
+func (e keyError) Error() string { return e.key + " " + e.detail }
+
+// Validate checks every value; the error has one line per problem.
 func (c RunConfig) Validate() error {
-	var errs []string
-	bad := func(format string, args ...any) { errs = append(errs, fmt.Sprintf(format, args...)) }
+	problems := c.problems()
+	errs := make([]error, len(problems))
+	for i, p := range problems {
+		errs[i] = p
+	}
+	return errors.Join(errs...)
+}
+
+// maxMemoryLimitGB bounds training.memory_limit_gb (1 PiB), so that the
+// byte count fits an int64.
+const maxMemoryLimitGB = 1 << 20
+
+// problems lists every bad value. Every float setting must be finite first
+// (a comparison lets NaN through), then in range.
+func (c RunConfig) problems() []keyError {
+	var errs []keyError
+	bad := func(key, format string, args ...any) {
+		errs = append(errs, keyError{key, fmt.Sprintf(format, args...)})
+	}
+	finite := nonFiniteFloats(c, "")
+	for _, e := range finite {
+		if !strings.HasPrefix(e.key, "lora.") { // lora's own check names them
+			errs = append(errs, e)
+		}
+	}
+	ok := func(key string) bool { // finite, so range checks make sense
+		return !slices.ContainsFunc(finite, func(e keyError) bool { return e.key == key })
+	}
 	if c.Model.Path == "" {
-		bad("model.path is required")
+		bad("model.path", "is required")
 	}
 	switch c.Model.Dtype {
 	case "auto", "bf16", "f16", "f32", "":
 	default:
-		bad("model.dtype %q: want auto, bf16, f16 or f32", c.Model.Dtype)
+		bad("model.dtype", "%q: want auto, bf16, f16 or f32", c.Model.Dtype)
 	}
 	if c.Data.Dir == "" {
-		bad("data.dir is required")
+		bad("data.dir", "is required")
 	}
 	if c.Data.MaxSeqLength < 2 {
-		bad("data.max_seq_length must be at least 2, got %d", c.Data.MaxSeqLength)
+		bad("data.max_seq_length", "must be at least 2, got %d", c.Data.MaxSeqLength)
 	}
-	if err := c.LoRA.Validate(0); err != nil {
-		bad("%v", err)
-	}
+	errs = append(errs, c.LoRA.problems(0)...)
 	o := c.Optimizer
 	if o.Name != "adamw" {
-		bad("optimizer.name %q: want adamw", o.Name)
+		bad("optimizer.name", "%q: want adamw", o.Name)
 	}
-	if !(o.LR > 0) {
-		bad("optimizer.lr must be positive, got %g", o.LR)
+	lrOK := ok("optimizer.lr") && o.LR > 0
+	if ok("optimizer.lr") && !lrOK {
+		bad("optimizer.lr", "must be positive, got %g", o.LR)
 	}
-	if o.Beta1 < 0 || o.Beta1 >= 1 || o.Beta2 < 0 || o.Beta2 >= 1 {
-		bad("optimizer.beta1 and beta2 must be in [0, 1), got %g and %g", o.Beta1, o.Beta2)
+	for _, b := range []struct {
+		key  string
+		beta float64
+	}{{"optimizer.beta1", o.Beta1}, {"optimizer.beta2", o.Beta2}} {
+		if ok(b.key) && (b.beta < 0 || b.beta >= 1) {
+			bad(b.key, "must be in [0, 1), got %g", b.beta)
+		}
 	}
-	if !(o.Eps > 0) {
-		bad("optimizer.eps must be positive, got %g", o.Eps)
+	if ok("optimizer.eps") && !(o.Eps > 0) {
+		bad("optimizer.eps", "must be positive, got %g", o.Eps)
 	}
-	if o.WeightDecay < 0 {
-		bad("optimizer.weight_decay must be non-negative, got %g", o.WeightDecay)
+	if ok("optimizer.weight_decay") && o.WeightDecay < 0 {
+		bad("optimizer.weight_decay", "must be non-negative, got %g", o.WeightDecay)
 	}
-	if o.GradClip < 0 {
-		bad("optimizer.grad_clip must be non-negative, got %g", o.GradClip)
+	if ok("optimizer.grad_clip") && o.GradClip < 0 {
+		bad("optimizer.grad_clip", "must be non-negative (0 turns clipping off), got %g", o.GradClip)
 	}
 	switch c.Schedule.Name {
 	case "constant", "cosine":
 	default:
-		bad("schedule.name %q: want constant or cosine", c.Schedule.Name)
+		bad("schedule.name", "%q: want constant or cosine", c.Schedule.Name)
 	}
 	if c.Schedule.WarmupSteps < 0 {
-		bad("schedule.warmup_steps must be non-negative, got %d", c.Schedule.WarmupSteps)
+		bad("schedule.warmup_steps", "must be non-negative, got %d", c.Schedule.WarmupSteps)
 	}
-	if c.Schedule.MinLR < 0 || c.Schedule.MinLR > o.LR {
-		bad("schedule.min_lr must be in [0, optimizer.lr], got %g", c.Schedule.MinLR)
+	if ok("schedule.min_lr") && lrOK && (c.Schedule.MinLR < 0 || c.Schedule.MinLR > o.LR) {
+		bad("schedule.min_lr", "must be in [0, optimizer.lr], got %g", c.Schedule.MinLR)
 	}
 	t := c.Training
 	if t.BatchSize < 1 {
-		bad("training.batch_size must be at least 1, got %d", t.BatchSize)
+		bad("training.batch_size", "must be at least 1, got %d", t.BatchSize)
 	}
 	if t.GradAccumulation < 1 {
-		bad("training.grad_accumulation must be at least 1, got %d", t.GradAccumulation)
+		bad("training.grad_accumulation", "must be at least 1, got %d", t.GradAccumulation)
 	}
 	if t.Epochs < 1 && t.MaxSteps < 1 {
-		bad("training.epochs or training.max_steps must be at least 1")
+		bad("training.epochs", "or training.max_steps must be at least 1")
 	}
-	if t.MemoryLimitGB < 0 {
-		bad("training.memory_limit_gb must be non-negative, got %v", t.MemoryLimitGB)
+	if t.MaxSteps < 0 {
+		bad("training.max_steps", "must be non-negative (0: from epochs), got %d", t.MaxSteps)
+	}
+	if ok("training.memory_limit_gb") && (t.MemoryLimitGB < 0 || t.MemoryLimitGB > maxMemoryLimitGB) {
+		bad("training.memory_limit_gb", "must be in [0, %d] GiB (0: MLX's default), got %g", maxMemoryLimitGB, t.MemoryLimitGB)
 	}
 	if t.LossChunk < 0 {
-		bad("training.loss_chunk must be non-negative, got %d", t.LossChunk)
+		bad("training.loss_chunk", "must be non-negative, got %d", t.LossChunk)
 	}
-	if t.MaxSteps < 0 || t.ReportEvery < 1 || t.SaveEvery < 0 {
-		bad("training.max_steps must be >= 0, report_every >= 1 and save_every >= 0")
+	if t.ReportEvery < 1 {
+		bad("training.report_every", "must be at least 1, got %d", t.ReportEvery)
 	}
-	if c.Eval.Every < 0 || c.Eval.MaxBatches < 0 || c.Eval.BatchSize < 1 {
-		bad("eval.every and eval.max_batches must be >= 0 and eval.batch_size >= 1")
+	if t.SaveEvery < 0 {
+		bad("training.save_every", "must be non-negative (0: only at the end), got %d", t.SaveEvery)
+	}
+	if c.Eval.Every < 0 {
+		bad("eval.every", "must be non-negative, got %d", c.Eval.Every)
+	}
+	if c.Eval.MaxBatches < 0 {
+		bad("eval.max_batches", "must be non-negative (0: the whole validation set), got %d", c.Eval.MaxBatches)
+	}
+	if c.Eval.BatchSize < 1 {
+		bad("eval.batch_size", "must be at least 1, got %d", c.Eval.BatchSize)
 	}
 	if c.Output.Dir == "" {
-		bad("output.dir is required")
+		bad("output.dir", "is required")
 	}
-	if len(errs) > 0 {
-		return errors.New(strings.Join(errs, "; "))
+	return errs
+}
+
+// nonFiniteFloats names every float setting of v (a config struct whose
+// keys are prefix+key, found through its YAML tags, so a new setting is
+// covered without a new line here) that is NaN or infinite.
+func nonFiniteFloats(v any, prefix string) []keyError {
+	var errs []keyError
+	var walk func(rv reflect.Value, prefix string)
+	walk = func(rv reflect.Value, prefix string) {
+		rt := rv.Type()
+		for i := range rt.NumField() {
+			f := rt.Field(i)
+			name, opts, _ := strings.Cut(f.Tag.Get("yaml"), ",")
+			if !f.IsExported() || name == "-" {
+				continue
+			}
+			if name == "" {
+				name = strings.ToLower(f.Name)
+			}
+			key := prefix + name
+			if slices.Contains(strings.Split(opts, ","), "inline") {
+				key = strings.TrimSuffix(prefix, ".")
+			}
+			switch fv := rv.Field(i); fv.Kind() {
+			case reflect.Struct:
+				walk(fv, strings.TrimSuffix(key, ".")+".")
+			case reflect.Float32, reflect.Float64:
+				if x := fv.Float(); math.IsNaN(x) || math.IsInf(x, 0) {
+					errs = append(errs, keyError{key, fmt.Sprintf("must be a finite number, got %v", x)})
+				}
+			}
+		}
 	}
-	return nil
+	walk(reflect.ValueOf(v), prefix)
+	return errs
 }
 
 // YAML renders the resolved config.

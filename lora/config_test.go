@@ -3,9 +3,12 @@ package lora
 import (
 	"fmt"
 	"math"
+	"reflect"
+	"slices"
 	"strings"
 	"testing"
 
+	"github.com/fungtrain/fungtrain/llama"
 	"github.com/fungtrain/fungtrain/mlx"
 )
 
@@ -57,8 +60,8 @@ func TestDefaultsAreTheMissions(t *testing.T) {
 	}
 }
 
-// TestOverrides: section.key=value overrides beat the file, reach lists
-// and nested data keys, and bad ones are errors that name them.
+// TestOverrides: section.key=value overrides beat the file and reach lists
+// and nested data keys (bad ones: TestBadOverrides).
 func TestOverrides(t *testing.T) {
 	path := writeFile(t, t.TempDir(), "run.yaml", `model:
   path: /models/m
@@ -89,74 +92,6 @@ optimizer:
 	}
 	if len(cfg.LoRA.ResolvedKeys()) != 7 {
 		t.Errorf("all-linear resolves to %v", cfg.LoRA.ResolvedKeys())
-	}
-	for _, tc := range []struct {
-		override, want string
-	}{
-		{"lora.rnak=8", "rnak"},
-		{"lora.rank", `want section.key=value`},
-		{"lora.rank.deep=1", "lora.rank is not a section"},
-		{"optimizer.lr=-1", "optimizer.lr must be positive, got -1"},
-		{"lora.rank=eight", "eight"},
-	} {
-		_, err := LoadRunConfig(path, []string{tc.override})
-		if err == nil || !strings.Contains(err.Error(), tc.want) {
-			t.Errorf("override %q: error %v, want one containing %q", tc.override, err, tc.want)
-		}
-	}
-}
-
-// TestConfigErrors: every bad value is caught at load with a message that
-// names the key; an unknown key in the file is reported with its own line
-// number, even when the file has comments and blank lines.
-func TestConfigErrors(t *testing.T) {
-	dir := t.TempDir()
-	base := "model:\n  path: /m\ndata:\n  dir: /d\n"
-	unknown := writeFile(t, dir, "unknown.yaml", "# my run\n\nmodel:\n  path: /m   # base\n\n# data\ndata:\n  dir: /d\n\n\nlora:\n  rank: 8\n  rnak: 4\n")
-	_, err := LoadRunConfig(unknown, nil)
-	if err == nil || !strings.Contains(err.Error(), "line 13: field rnak not found") || !strings.Contains(err.Error(), unknown) {
-		t.Errorf("unknown key: %v, want the file, line 13 and the key rnak", err)
-	}
-	_, err = LoadRunConfig(unknown, []string{"lora.rank=2"})
-	if err == nil || !strings.Contains(err.Error(), "line 13: field rnak not found") {
-		t.Errorf("unknown key with an override: %v, want line 13 and rnak", err)
-	}
-	cases := []struct{ yaml, want string }{
-		{"optimizer:\n  lr: -0.001\n", "optimizer.lr must be positive, got -0.001"},
-		{"optimizer:\n  lr: 0\n", "optimizer.lr must be positive"},
-		{"optimizer:\n  beta2: 1\n", "beta1 and beta2 must be in [0, 1)"},
-		{"optimizer:\n  weight_decay: -1\n", "optimizer.weight_decay must be non-negative"},
-		{"lora:\n  rank: 0\n", "lora.rank must be positive, got 0"},
-		{"lora:\n  dropout: 1\n", "lora.dropout must be in [0, 1)"},
-		{"lora:\n  num_layers: -2\n", "lora.num_layers must be positive or -1"},
-		{"lora:\n  keys: [self_attn.x_proj]\n", `unknown module "self_attn.x_proj"`},
-		{"training:\n  batch_size: 0\n", "training.batch_size must be at least 1"},
-		{"training:\n  grad_accumulation: 0\n", "training.grad_accumulation must be at least 1"},
-		{"schedule:\n  name: linear\n", `schedule.name "linear"`},
-		{"schedule:\n  min_lr: 1\n", "schedule.min_lr must be in [0, optimizer.lr]"},
-		{"training:\n  epochs: 0\n", "training.epochs or training.max_steps must be at least 1"},
-		{"eval:\n  batch_size: 0\n", "eval.batch_size >= 1"},
-		{"sections:\n  x: 1\n", "field sections not found"},
-	}
-	for i, c := range cases {
-		p := writeFile(t, dir, fmt.Sprintf("c%d.yaml", i), base+c.yaml)
-		_, err := LoadRunConfig(p, nil)
-		if err == nil || !strings.Contains(err.Error(), c.want) {
-			t.Errorf("%q: error %v, want one containing %q", c.yaml, err, c.want)
-		}
-	}
-	for yaml, want := range map[string]string{
-		"model:\n  path: /m\n  dtype: int8\ndata:\n  dir: /d\n":       `model.dtype "int8"`,
-		"model:\n  path: /m\ndata:\n  dir: /d\n  max_seq_length: 1\n": "data.max_seq_length must be at least 2",
-		"model:\n  path: /m\n": "data.dir is required",
-	} {
-		_, err := LoadRunConfig(writeFile(t, dir, "x.yaml", yaml), nil)
-		if err == nil || !strings.Contains(err.Error(), want) {
-			t.Errorf("%q: error %v, want one containing %q", yaml, err, want)
-		}
-	}
-	if _, err := LoadRunConfig("", nil); err == nil || !strings.Contains(err.Error(), "model.path is required") || !strings.Contains(err.Error(), "data.dir is required") {
-		t.Errorf("empty config: %v, want model.path and data.dir required", err)
 	}
 }
 
@@ -319,5 +254,151 @@ func TestDataSectionsOfOthers(t *testing.T) {
 	typo := writeFile(t, dir, "typo.yaml", "model:\n  path: /m\ndata:\n  dir: /d\n  max_seq_lenght: 9\n")
 	if _, err := LoadRunConfig(typo, nil, "llm"); err == nil || !strings.Contains(err.Error(), "unknown key data.max_seq_lenght") {
 		t.Errorf("typo: err = %v, want unknown key data.max_seq_lenght", err)
+	}
+}
+
+// floatKeys lists the dotted keys of every float setting of the run
+// config, found through the YAML tags.
+func floatKeys(t reflect.Type, prefix string) []string {
+	var keys []string
+	for i := range t.NumField() {
+		f := t.Field(i)
+		name, opts, _ := strings.Cut(f.Tag.Get("yaml"), ",")
+		key := prefix + name
+		if strings.Contains(opts, "inline") {
+			key = strings.TrimSuffix(prefix, ".")
+		}
+		switch f.Type.Kind() {
+		case reflect.Struct:
+			keys = append(keys, floatKeys(f.Type, strings.TrimSuffix(key, ".")+".")...)
+		case reflect.Float64:
+			keys = append(keys, key)
+		}
+	}
+	return keys
+}
+
+// TestNonFiniteSettings: every float setting set to .inf, -.inf or .nan is
+// refused at load, naming the key and its line (a comparison such as
+// lr > 0 lets +Inf and NaN through; the run then failed much later, writing
+// its metadata). The same values through --set name the override.
+func TestNonFiniteSettings(t *testing.T) {
+	keys := floatKeys(reflect.TypeFor[RunConfig](), "")
+	for _, k := range []string{"optimizer.lr", "optimizer.beta1", "optimizer.beta2", "optimizer.eps", "optimizer.weight_decay",
+		"optimizer.grad_clip", "schedule.min_lr", "training.memory_limit_gb", "lora.alpha", "lora.dropout", "lora.scale"} {
+		if !slices.Contains(keys, k) {
+			t.Fatalf("float keys %v miss %s", keys, k)
+		}
+	}
+	dir := t.TempDir()
+	for _, key := range keys {
+		section, name, _ := strings.Cut(key, ".")
+		for _, v := range []struct{ yaml, shown string }{{".inf", "+Inf"}, {"-.inf", "-Inf"}, {".nan", "NaN"}} {
+			t.Run(key+"="+v.yaml, func(t *testing.T) {
+				body := configBase + section + ":\n  " + name + ": " + v.yaml + "\n"
+				if section == "data" {
+					body = configBase + "  " + name + ": " + v.yaml + "\n"
+				}
+				path := writeFile(t, dir, key+v.yaml+".yaml", body)
+				want := fmt.Sprintf("%s:6: %s must be a finite number, got %s", path, key, v.shown)
+				if _, err := LoadRunConfig(path, nil); err == nil || err.Error() != want {
+					t.Errorf("error\n%v\nwant\n%s", err, want)
+				}
+				set := key + "=" + v.yaml
+				want = fmt.Sprintf("--set %s: %s must be a finite number, got %s", set, key, v.shown)
+				if _, err := LoadRunConfig("", []string{"model.path=/m", "data.dir=/d", set}); err == nil || err.Error() != want {
+					t.Errorf("error\n%v\nwant\n%s", err, want)
+				}
+			})
+		}
+	}
+}
+
+// TestSettingsValidate: the LoRA settings the trainer and Apply check
+// directly (not through a config file) refuse non-finite and out-of-range
+// values, one line per problem.
+func TestSettingsValidate(t *testing.T) {
+	ok := DefaultSettings()
+	cases := []struct {
+		name string
+		edit func(s *Settings)
+		want string
+	}{
+		{"defaults", func(*Settings) {}, ""},
+		{"NaN dropout", func(s *Settings) { s.Dropout = math.NaN() }, "lora.dropout must be a finite number, got NaN"},
+		{"infinite alpha", func(s *Settings) { s.Alpha = math.Inf(1) }, "lora.alpha must be a finite number, got +Inf"},
+		{"infinite scale", func(s *Settings) { s.Scale = math.Inf(-1) }, "lora.scale must be a finite number, got -Inf"},
+		{"scale beyond float32", func(s *Settings) { s.Scale = 1e39 }, "lora.scale 1e+39 is too large for float32"},
+		{"alpha/rank beyond float32", func(s *Settings) { s.Alpha = 1e300 }, "lora.alpha 1e+300 over rank 6 is too large a scale for float32"},
+		{"negative scale", func(s *Settings) { s.Scale = -2 }, "lora.scale must be positive (0: alpha/rank), got -2"},
+		{"dropout 1", func(s *Settings) { s.Dropout = 1 }, "lora.dropout must be in [0, 1), got 1"},
+		{"two problems", func(s *Settings) { s.Rank, s.NumLayers = 0, -3 },
+			"lora.rank must be positive, got 0\nlora.num_layers must be positive or -1 (all), got -3"},
+		{"more layers than the model", func(s *Settings) { s.NumLayers = 30 }, "lora.num_layers is 30 but the model has only 28 layers"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			s := ok
+			s.Keys = slices.Clone(ok.Keys)
+			tc.edit(&s)
+			err := s.Validate(28)
+			if (err == nil) != (tc.want == "") || (err != nil && err.Error() != tc.want) {
+				t.Errorf("error %v, want %q", err, tc.want)
+			}
+		})
+	}
+}
+
+// adapterFile names the adapter config in badAdapterConfigs' errors.
+const adapterFile = "dir/adapter_config.json"
+
+// adapterParams is an adapter_config.json with the given lora_parameters.
+func adapterParams(p string) []byte {
+	return []byte("{\"num_layers\": 4,\n \"lora_parameters\": {" + p + "}}")
+}
+
+// badAdapterConfigs are bad adapter_config.json files (for a model of 16
+// layers) and the whole error each gives;
+// FuzzAdapterConfig starts from them too.
+var badAdapterConfigs = []struct {
+	name string
+	json []byte
+	want string
+}{
+	{"overflowing scale", adapterParams(`"rank": 8, "scale": 1e999`), adapterFile + ":2: lora_parameters.scale: want a number, got number 1e999"},
+	{"scale beyond float32", adapterParams(`"rank": 8, "scale": 1e39`), adapterFile + ": lora_parameters.scale 1e+39 is too large for float32"},
+	{"negative scale", adapterParams(`"rank": 8, "scale": -2`), adapterFile + ": lora_parameters.scale must be positive (0: alpha/rank), got -2"},
+	{"dropout 1.5", adapterParams(`"rank": 8, "scale": 2, "dropout": 1.5`), adapterFile + ": lora_parameters.dropout must be in [0, 1), got 1.5"},
+	{"string rank", adapterParams(`"rank": "8", "scale": 2`), adapterFile + ":2: lora_parameters.rank: want an integer, got string"},
+	{"no scale", adapterParams(`"rank": 8`), adapterFile + ": lora_parameters.scale is missing"},
+	{"no rank", adapterParams(`"scale": 2`), adapterFile + ": lora_parameters.rank must be positive, got 0"},
+	{"too many layers", []byte(`{"num_layers": 40, "lora_parameters": {"rank": 8, "scale": 2}}`),
+		adapterFile + ": num_layers is 40 but the model has only 16 layers"},
+	{"unknown module", adapterParams(`"rank": 8, "scale": 2, "keys": ["attn.q"]`),
+		adapterFile + `: lora_parameters.keys has unknown module "attn.q" (want all-linear or some of ` + strings.Join(llama.ModulePaths, ", ") + ")"},
+	{"DoRA", []byte(`{"fine_tune_type": "dora", "lora_parameters": {"rank": 8, "scale": 2}}`), adapterFile + `: fine_tune_type "dora" unsupported (want lora)`},
+	{"NaN literal", adapterParams(`"rank": 8, "scale": NaN`), adapterFile + ":2: invalid JSON: invalid character 'N' looking for beginning of value"},
+	{"trailing comma", adapterParams(`"rank": 8,`), adapterFile + ":2: invalid JSON: invalid character '}' looking for beginning of object key string"},
+	{"not an object", []byte(`[1, 2]`), adapterFile + ":1: want a JSON object, got array"},
+}
+
+// TestAdapterConfigErrors: adapter_config.json (fungtrain's or mlx-lm's)
+// is read into settings, and a bad one is refused naming the file, the
+// line for JSON errors, and the JSON key.
+func TestAdapterConfigErrors(t *testing.T) {
+	s, err := parseAdapterConfig(adapterFile, []byte(`{"fine_tune_type": "lora", "num_layers": 4, "model": "x",
+  "lora_parameters": {"rank": 8, "dropout": 0.05, "scale": 20.0, "keys": ["self_attn.q_proj"]}}`), 16)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.Rank != 8 || s.Dropout != 0.05 || s.EffectiveScale() != 20 || s.NumLayers != 4 || !slices.Equal(s.Keys, []string{"self_attn.q_proj"}) {
+		t.Errorf("settings %+v", s)
+	}
+	for _, tc := range badAdapterConfigs {
+		t.Run(tc.name, func(t *testing.T) {
+			if _, err := parseAdapterConfig(adapterFile, tc.json, 16); err == nil || err.Error() != tc.want {
+				t.Errorf("error\n%v\nwant\n%s", err, tc.want)
+			}
+		})
 	}
 }

@@ -202,11 +202,11 @@ func TestScopeKeepDetach(t *testing.T) {
 var notOwnerRE = regexp.MustCompile(`does not own MLX.*mlx\.Do`)
 
 func TestWrongThread(t *testing.T) {
-	var owned *Array
-	if err := Do(func() error {
-		owned = FromFloat32s([]float32{1, 2, 3}, 3)
-		return owned.Err()
-	}); err != nil {
+	owned, err := Call(func() (*Array, error) {
+		a := FromFloat32s([]float32{1, 2, 3}, 3)
+		return a, a.Err()
+	})
+	if err != nil {
 		t.Fatal(err)
 	}
 	done := make(chan struct{})
@@ -274,17 +274,14 @@ func TestDoConcurrent(t *testing.T) {
 					s := NewScope()
 					defer s.Close()
 					v := float64(g*100 + i)
-					// Do inside Do runs inline on the owner thread.
-					var got float64
-					if err := Do(func() error {
-						var err error
-						got, err = AddScalar(Full(v, Float32, 2), 0.5).Item()
-						if err == nil {
-							return errors.New("Item of 2 elements succeeded")
+					// Call inside Do runs inline on the owner thread.
+					got, err := Call(func() (float64, error) {
+						if _, err := AddScalar(Full(v, Float32, 2), 0.5).Item(); err == nil {
+							return 0, errors.New("Item of 2 elements succeeded")
 						}
-						got, err = Sum(AddScalar(Full(v, Float32, 2), 0.5), false).Item()
-						return err
-					}); err != nil {
+						return Sum(AddScalar(Full(v, Float32, 2), 0.5), false).Item()
+					})
+					if err != nil {
 						return err
 					}
 					if got != 2*v+1 {

@@ -11,6 +11,25 @@ import (
 	"unsafe"
 )
 
+// The Dtype values (dtype.go) are shim.h's dtype codes. Each line indexes a
+// one-element array with the difference, so a mismatch fails to compile.
+var (
+	_ = [1]struct{}{}[Bool-C.FGT_BOOL]
+	_ = [1]struct{}{}[Uint8-C.FGT_UINT8]
+	_ = [1]struct{}{}[Uint16-C.FGT_UINT16]
+	_ = [1]struct{}{}[Uint32-C.FGT_UINT32]
+	_ = [1]struct{}{}[Uint64-C.FGT_UINT64]
+	_ = [1]struct{}{}[Int8-C.FGT_INT8]
+	_ = [1]struct{}{}[Int16-C.FGT_INT16]
+	_ = [1]struct{}{}[Int32-C.FGT_INT32]
+	_ = [1]struct{}{}[Int64-C.FGT_INT64]
+	_ = [1]struct{}{}[Float16-C.FGT_FLOAT16]
+	_ = [1]struct{}{}[BFloat16-C.FGT_BFLOAT16]
+	_ = [1]struct{}{}[Float32-C.FGT_FLOAT32]
+	_ = [1]struct{}{}[Float64-C.FGT_FLOAT64]
+	_ = [1]struct{}{}[Complex64-C.FGT_COMPLEX64]
+)
+
 // inputsErr returns the first error among the inputs of op name.
 func inputsErr(name string, inputs ...*Array) error {
 	for _, x := range inputs {
@@ -75,32 +94,52 @@ func cOpt(a *Array) C.fgt_array {
 	return a.c
 }
 
-// Unary op codes, matching shim.cpp.
+// Unary op codes: shim.h's enum fgt_unary_opcode.
 const (
-	opSqrt = iota
-	opRsqrt
-	opExp
-	opLog
-	opNegative
-	opAbs
-	opSigmoid
-	opStopGradient
-	opSquare
-	opSin
-	opCos
-	opTanh
-	opFloor
-	opLogicalNot
-	opErf
-	opSilu
-	opLog1p
-	opIsNaN
-	opIsInf
-	opContiguous
+	opSqrt         = C.FGT_OP_SQRT
+	opRsqrt        = C.FGT_OP_RSQRT
+	opExp          = C.FGT_OP_EXP
+	opLog          = C.FGT_OP_LOG
+	opNegative     = C.FGT_OP_NEGATIVE
+	opAbs          = C.FGT_OP_ABS
+	opSigmoid      = C.FGT_OP_SIGMOID
+	opStopGradient = C.FGT_OP_STOP_GRADIENT
+	opSquare       = C.FGT_OP_SQUARE
+	opSin          = C.FGT_OP_SIN
+	opCos          = C.FGT_OP_COS
+	opTanh         = C.FGT_OP_TANH
+	opFloor        = C.FGT_OP_FLOOR
+	opLogicalNot   = C.FGT_OP_LOGICAL_NOT
+	opErf          = C.FGT_OP_ERF
+	opSilu         = C.FGT_OP_SILU
+	opLog1p        = C.FGT_OP_LOG1P
+	opIsNaN        = C.FGT_OP_ISNAN
+	opIsInf        = C.FGT_OP_ISINF
+	opContiguous   = C.FGT_OP_CONTIGUOUS
 )
 
-var unaryNames = [...]string{"Sqrt", "Rsqrt", "Exp", "Log", "Negative", "Abs", "Sigmoid", "StopGradient",
-	"Square", "Sin", "Cos", "Tanh", "Floor", "LogicalNot", "Erf", "Silu", "Log1p", "IsNaN", "IsInf", "Contiguous"}
+var unaryNames = [...]string{
+	opSqrt:         "Sqrt",
+	opRsqrt:        "Rsqrt",
+	opExp:          "Exp",
+	opLog:          "Log",
+	opNegative:     "Negative",
+	opAbs:          "Abs",
+	opSigmoid:      "Sigmoid",
+	opStopGradient: "StopGradient",
+	opSquare:       "Square",
+	opSin:          "Sin",
+	opCos:          "Cos",
+	opTanh:         "Tanh",
+	opFloor:        "Floor",
+	opLogicalNot:   "LogicalNot",
+	opErf:          "Erf",
+	opSilu:         "Silu",
+	opLog1p:        "Log1p",
+	opIsNaN:        "IsNaN",
+	opIsInf:        "IsInf",
+	opContiguous:   "Contiguous",
+}
 
 func unary(op int, a *Array) *Array {
 	if err := inputsErr(unaryNames[op], a); err != nil {
@@ -170,31 +209,48 @@ func IsInf(a *Array) *Array { return unary(opIsInf, a) }
 // Contiguous returns a row-contiguous copy when a is not already one.
 func Contiguous(a *Array) *Array { return unary(opContiguous, a) }
 
-// Binary op codes, matching shim.cpp.
+// Binary op codes: shim.h's enum fgt_binary_opcode.
 const (
-	opAdd = iota
-	opSubtract
-	opMultiply
-	opDivide
-	opPower
-	opMaximum
-	opMinimum
-	opMatmul
-	opEqual
-	opNotEqual
-	opLess
-	opLessEqual
-	opGreater
-	opGreaterEqual
-	opLogicalAnd
-	opLogicalOr
-	opFloorDivide
-	opRemainder
+	opAdd          = C.FGT_OP_ADD
+	opSubtract     = C.FGT_OP_SUBTRACT
+	opMultiply     = C.FGT_OP_MULTIPLY
+	opDivide       = C.FGT_OP_DIVIDE
+	opPower        = C.FGT_OP_POWER
+	opMaximum      = C.FGT_OP_MAXIMUM
+	opMinimum      = C.FGT_OP_MINIMUM
+	opMatmul       = C.FGT_OP_MATMUL
+	opEqual        = C.FGT_OP_EQUAL
+	opNotEqual     = C.FGT_OP_NOT_EQUAL
+	opLess         = C.FGT_OP_LESS
+	opLessEqual    = C.FGT_OP_LESS_EQUAL
+	opGreater      = C.FGT_OP_GREATER
+	opGreaterEqual = C.FGT_OP_GREATER_EQUAL
+	opLogicalAnd   = C.FGT_OP_LOGICAL_AND
+	opLogicalOr    = C.FGT_OP_LOGICAL_OR
+	opFloorDivide  = C.FGT_OP_FLOOR_DIVIDE
+	opRemainder    = C.FGT_OP_REMAINDER
 )
 
-var binaryNames = [...]string{"Add", "Subtract", "Multiply", "Divide", "Power", "Maximum", "Minimum",
-	"Matmul", "Equal", "NotEqual", "Less", "LessEqual", "Greater", "GreaterEqual", "LogicalAnd",
-	"LogicalOr", "FloorDivide", "Remainder"}
+var binaryNames = [...]string{
+	opAdd:          "Add",
+	opSubtract:     "Subtract",
+	opMultiply:     "Multiply",
+	opDivide:       "Divide",
+	opPower:        "Power",
+	opMaximum:      "Maximum",
+	opMinimum:      "Minimum",
+	opMatmul:       "Matmul",
+	opEqual:        "Equal",
+	opNotEqual:     "NotEqual",
+	opLess:         "Less",
+	opLessEqual:    "LessEqual",
+	opGreater:      "Greater",
+	opGreaterEqual: "GreaterEqual",
+	opLogicalAnd:   "LogicalAnd",
+	opLogicalOr:    "LogicalOr",
+	opFloorDivide:  "FloorDivide",
+	opRemainder:    "Remainder",
+}
 
 func binary(op int, a, b *Array) *Array {
 	if err := inputsErr(binaryNames[op], a, b); err != nil {
@@ -258,21 +314,32 @@ func FloorDivide(a, b *Array) *Array { return binary(opFloorDivide, a, b) }
 // Remainder is a mod b.
 func Remainder(a, b *Array) *Array { return binary(opRemainder, a, b) }
 
-// Reduction op codes, matching shim.cpp.
+// Reduction op codes: shim.h's enum fgt_reduce_opcode.
 const (
-	opSum = iota
-	opMean
-	opMax
-	opMin
-	opLogSumExp
-	opArgmax
-	opArgmin
-	opProd
-	opAll
-	opAny
+	opSum       = C.FGT_OP_SUM
+	opMean      = C.FGT_OP_MEAN
+	opMax       = C.FGT_OP_MAX
+	opMin       = C.FGT_OP_MIN
+	opLogSumExp = C.FGT_OP_LOGSUMEXP
+	opArgmax    = C.FGT_OP_ARGMAX
+	opArgmin    = C.FGT_OP_ARGMIN
+	opProd      = C.FGT_OP_PROD
+	opAll       = C.FGT_OP_ALL
+	opAny       = C.FGT_OP_ANY
 )
 
-var reduceNames = [...]string{"Sum", "Mean", "Max", "Min", "LogSumExp", "Argmax", "Argmin", "Prod", "All", "Any"}
+var reduceNames = [...]string{
+	opSum:       "Sum",
+	opMean:      "Mean",
+	opMax:       "Max",
+	opMin:       "Min",
+	opLogSumExp: "LogSumExp",
+	opArgmax:    "Argmax",
+	opArgmin:    "Argmin",
+	opProd:      "Prod",
+	opAll:       "All",
+	opAny:       "Any",
+}
 
 func reduce(op int, a *Array, axes []int, all, keepdims bool) *Array {
 	if err := inputsErr(reduceNames[op], a); err != nil {
@@ -349,13 +416,15 @@ func axisOp(op int, name string, a *Array, axis int) *Array {
 }
 
 // Sort sorts along axis.
-func Sort(a *Array, axis int) *Array { return axisOp(0, "Sort", a, axis) }
+func Sort(a *Array, axis int) *Array { return axisOp(C.FGT_OP_SORT, "Sort", a, axis) }
 
 // Argsort returns the indices that sort a along axis.
-func Argsort(a *Array, axis int) *Array { return axisOp(1, "Argsort", a, axis) }
+func Argsort(a *Array, axis int) *Array { return axisOp(C.FGT_OP_ARGSORT, "Argsort", a, axis) }
 
 // LogSoftmax is a - logsumexp(a) along axis.
-func LogSoftmax(a *Array, axis int) *Array { return axisOp(2, "LogSoftmax", a, axis) }
+func LogSoftmax(a *Array, axis int) *Array {
+	return axisOp(C.FGT_OP_LOG_SOFTMAX, "LogSoftmax", a, axis)
+}
 
 // Softmax along axes, with precise=true accumulating in float32.
 func Softmax(a *Array, precise bool, axes ...int) *Array {

@@ -292,27 +292,27 @@ void fgt_vec_release(fgt_vec v) { std::free(v.data); }
 int fgt_unary(int op, fgt_array a, fgt_array* out) {
   GUARD({
     auto& x = A(a);
-    switch (op) {
-      case 0: *out = wrap(mx::sqrt(x)); break;
-      case 1: *out = wrap(mx::rsqrt(x)); break;
-      case 2: *out = wrap(mx::exp(x)); break;
-      case 3: *out = wrap(mx::log(x)); break;
-      case 4: *out = wrap(mx::negative(x)); break;
-      case 5: *out = wrap(mx::abs(x)); break;
-      case 6: *out = wrap(mx::sigmoid(x)); break;
-      case 7: *out = wrap(mx::stop_gradient(x)); break;
-      case 8: *out = wrap(mx::square(x)); break;
-      case 9: *out = wrap(mx::sin(x)); break;
-      case 10: *out = wrap(mx::cos(x)); break;
-      case 11: *out = wrap(mx::tanh(x)); break;
-      case 12: *out = wrap(mx::floor(x)); break;
-      case 13: *out = wrap(mx::logical_not(x)); break;
-      case 14: *out = wrap(mx::erf(x)); break;
-      case 15: *out = wrap(mx::multiply(x, mx::sigmoid(x))); break;
-      case 16: *out = wrap(mx::log1p(x)); break;
-      case 17: *out = wrap(mx::isnan(x)); break;
-      case 18: *out = wrap(mx::isinf(x)); break;
-      case 19: *out = wrap(mx::contiguous(x)); break;
+    switch (static_cast<fgt_unary_opcode>(op)) {
+      case FGT_OP_SQRT: *out = wrap(mx::sqrt(x)); break;
+      case FGT_OP_RSQRT: *out = wrap(mx::rsqrt(x)); break;
+      case FGT_OP_EXP: *out = wrap(mx::exp(x)); break;
+      case FGT_OP_LOG: *out = wrap(mx::log(x)); break;
+      case FGT_OP_NEGATIVE: *out = wrap(mx::negative(x)); break;
+      case FGT_OP_ABS: *out = wrap(mx::abs(x)); break;
+      case FGT_OP_SIGMOID: *out = wrap(mx::sigmoid(x)); break;
+      case FGT_OP_STOP_GRADIENT: *out = wrap(mx::stop_gradient(x)); break;
+      case FGT_OP_SQUARE: *out = wrap(mx::square(x)); break;
+      case FGT_OP_SIN: *out = wrap(mx::sin(x)); break;
+      case FGT_OP_COS: *out = wrap(mx::cos(x)); break;
+      case FGT_OP_TANH: *out = wrap(mx::tanh(x)); break;
+      case FGT_OP_FLOOR: *out = wrap(mx::floor(x)); break;
+      case FGT_OP_LOGICAL_NOT: *out = wrap(mx::logical_not(x)); break;
+      case FGT_OP_ERF: *out = wrap(mx::erf(x)); break;
+      case FGT_OP_SILU: *out = wrap(mx::multiply(x, mx::sigmoid(x))); break;
+      case FGT_OP_LOG1P: *out = wrap(mx::log1p(x)); break;
+      case FGT_OP_ISNAN: *out = wrap(mx::isnan(x)); break;
+      case FGT_OP_ISINF: *out = wrap(mx::isinf(x)); break;
+      case FGT_OP_CONTIGUOUS: *out = wrap(mx::contiguous(x)); break;
       default: throw std::invalid_argument("mlx: unknown unary op " + std::to_string(op));
     }
   });
@@ -322,25 +322,25 @@ int fgt_binary(int op, fgt_array a, fgt_array b, fgt_array* out) {
   GUARD({
     auto& x = A(a);
     auto& y = A(b);
-    switch (op) {
-      case 0: *out = wrap(mx::add(x, y)); break;
-      case 1: *out = wrap(mx::subtract(x, y)); break;
-      case 2: *out = wrap(mx::multiply(x, y)); break;
-      case 3: *out = wrap(mx::divide(x, y)); break;
-      case 4: *out = wrap(mx::power(x, y)); break;
-      case 5: *out = wrap(mx::maximum(x, y)); break;
-      case 6: *out = wrap(mx::minimum(x, y)); break;
-      case 7: *out = wrap(mx::matmul(x, y)); break;
-      case 8: *out = wrap(mx::equal(x, y)); break;
-      case 9: *out = wrap(mx::not_equal(x, y)); break;
-      case 10: *out = wrap(mx::less(x, y)); break;
-      case 11: *out = wrap(mx::less_equal(x, y)); break;
-      case 12: *out = wrap(mx::greater(x, y)); break;
-      case 13: *out = wrap(mx::greater_equal(x, y)); break;
-      case 14: *out = wrap(mx::logical_and(x, y)); break;
-      case 15: *out = wrap(mx::logical_or(x, y)); break;
-      case 16: *out = wrap(mx::floor_divide(x, y)); break;
-      case 17: *out = wrap(mx::remainder(x, y)); break;
+    switch (static_cast<fgt_binary_opcode>(op)) {
+      case FGT_OP_ADD: *out = wrap(mx::add(x, y)); break;
+      case FGT_OP_SUBTRACT: *out = wrap(mx::subtract(x, y)); break;
+      case FGT_OP_MULTIPLY: *out = wrap(mx::multiply(x, y)); break;
+      case FGT_OP_DIVIDE: *out = wrap(mx::divide(x, y)); break;
+      case FGT_OP_POWER: *out = wrap(mx::power(x, y)); break;
+      case FGT_OP_MAXIMUM: *out = wrap(mx::maximum(x, y)); break;
+      case FGT_OP_MINIMUM: *out = wrap(mx::minimum(x, y)); break;
+      case FGT_OP_MATMUL: *out = wrap(mx::matmul(x, y)); break;
+      case FGT_OP_EQUAL: *out = wrap(mx::equal(x, y)); break;
+      case FGT_OP_NOT_EQUAL: *out = wrap(mx::not_equal(x, y)); break;
+      case FGT_OP_LESS: *out = wrap(mx::less(x, y)); break;
+      case FGT_OP_LESS_EQUAL: *out = wrap(mx::less_equal(x, y)); break;
+      case FGT_OP_GREATER: *out = wrap(mx::greater(x, y)); break;
+      case FGT_OP_GREATER_EQUAL: *out = wrap(mx::greater_equal(x, y)); break;
+      case FGT_OP_LOGICAL_AND: *out = wrap(mx::logical_and(x, y)); break;
+      case FGT_OP_LOGICAL_OR: *out = wrap(mx::logical_or(x, y)); break;
+      case FGT_OP_FLOOR_DIVIDE: *out = wrap(mx::floor_divide(x, y)); break;
+      case FGT_OP_REMAINDER: *out = wrap(mx::remainder(x, y)); break;
       default: throw std::invalid_argument("mlx: unknown binary op " + std::to_string(op));
     }
   });
@@ -355,25 +355,25 @@ int fgt_reduce(int op, fgt_array a, const int* axes, int naxes, int all, int kee
       ax.resize(x.ndim());
       for (size_t i = 0; i < x.ndim(); i++) ax[i] = static_cast<int>(i);
     }
-    switch (op) {
-      case 0: *out = wrap(mx::sum(x, ax, kd)); break;
-      case 1: *out = wrap(mx::mean(x, ax, kd)); break;
-      case 2: *out = wrap(mx::max(x, ax, kd)); break;
-      case 3: *out = wrap(mx::min(x, ax, kd)); break;
-      case 4: *out = wrap(mx::logsumexp(x, ax, kd)); break;
-      case 5:
+    switch (static_cast<fgt_reduce_opcode>(op)) {
+      case FGT_OP_SUM: *out = wrap(mx::sum(x, ax, kd)); break;
+      case FGT_OP_MEAN: *out = wrap(mx::mean(x, ax, kd)); break;
+      case FGT_OP_MAX: *out = wrap(mx::max(x, ax, kd)); break;
+      case FGT_OP_MIN: *out = wrap(mx::min(x, ax, kd)); break;
+      case FGT_OP_LOGSUMEXP: *out = wrap(mx::logsumexp(x, ax, kd)); break;
+      case FGT_OP_ARGMAX:
         if (all) *out = wrap(mx::argmax(x, kd));
         else if (ax.size() == 1) *out = wrap(mx::argmax(x, ax[0], kd));
         else throw std::invalid_argument("[argmax] takes one axis or all axes");
         break;
-      case 6:
+      case FGT_OP_ARGMIN:
         if (all) *out = wrap(mx::argmin(x, kd));
         else if (ax.size() == 1) *out = wrap(mx::argmin(x, ax[0], kd));
         else throw std::invalid_argument("[argmin] takes one axis or all axes");
         break;
-      case 7: *out = wrap(mx::prod(x, ax, kd)); break;
-      case 8: *out = wrap(mx::all(x, ax, kd)); break;
-      case 9: *out = wrap(mx::any(x, ax, kd)); break;
+      case FGT_OP_PROD: *out = wrap(mx::prod(x, ax, kd)); break;
+      case FGT_OP_ALL: *out = wrap(mx::all(x, ax, kd)); break;
+      case FGT_OP_ANY: *out = wrap(mx::any(x, ax, kd)); break;
       default: throw std::invalid_argument("mlx: unknown reduce op " + std::to_string(op));
     }
   });
@@ -382,10 +382,10 @@ int fgt_reduce(int op, fgt_array a, const int* axes, int naxes, int all, int kee
 int fgt_axis_op(int op, fgt_array a, int axis, fgt_array* out) {
   GUARD({
     auto& x = A(a);
-    switch (op) {
-      case 0: *out = wrap(mx::sort(x, axis)); break;
-      case 1: *out = wrap(mx::argsort(x, axis)); break;
-      case 2: *out = wrap(mx::subtract(x, mx::logsumexp(x, std::vector<int>{axis}, true))); break;
+    switch (static_cast<fgt_axis_opcode>(op)) {
+      case FGT_OP_SORT: *out = wrap(mx::sort(x, axis)); break;
+      case FGT_OP_ARGSORT: *out = wrap(mx::argsort(x, axis)); break;
+      case FGT_OP_LOG_SOFTMAX: *out = wrap(mx::subtract(x, mx::logsumexp(x, std::vector<int>{axis}, true))); break;
       default: throw std::invalid_argument("mlx: unknown axis op " + std::to_string(op));
     }
   });

@@ -54,7 +54,29 @@ int fgt_array_read(fgt_array a, void* dst, size_t nbytes);
 void fgt_vec_free(fgt_vec v);
 void fgt_vec_release(fgt_vec v);  // frees the vector but not the arrays
 
-// Elementwise and generic ops by code (see ops.go).
+// Op codes shared with Go: ops.go names them as C.FGT_OP_…, so Go and C++
+// cannot disagree about which code is which op.
+enum fgt_unary_opcode {
+  FGT_OP_SQRT, FGT_OP_RSQRT, FGT_OP_EXP, FGT_OP_LOG, FGT_OP_NEGATIVE,
+  FGT_OP_ABS, FGT_OP_SIGMOID, FGT_OP_STOP_GRADIENT, FGT_OP_SQUARE,
+  FGT_OP_SIN, FGT_OP_COS, FGT_OP_TANH, FGT_OP_FLOOR, FGT_OP_LOGICAL_NOT,
+  FGT_OP_ERF, FGT_OP_SILU, FGT_OP_LOG1P, FGT_OP_ISNAN, FGT_OP_ISINF,
+  FGT_OP_CONTIGUOUS
+};
+enum fgt_binary_opcode {
+  FGT_OP_ADD, FGT_OP_SUBTRACT, FGT_OP_MULTIPLY, FGT_OP_DIVIDE, FGT_OP_POWER,
+  FGT_OP_MAXIMUM, FGT_OP_MINIMUM, FGT_OP_MATMUL, FGT_OP_EQUAL,
+  FGT_OP_NOT_EQUAL, FGT_OP_LESS, FGT_OP_LESS_EQUAL, FGT_OP_GREATER,
+  FGT_OP_GREATER_EQUAL, FGT_OP_LOGICAL_AND, FGT_OP_LOGICAL_OR,
+  FGT_OP_FLOOR_DIVIDE, FGT_OP_REMAINDER
+};
+enum fgt_reduce_opcode {
+  FGT_OP_SUM, FGT_OP_MEAN, FGT_OP_MAX, FGT_OP_MIN, FGT_OP_LOGSUMEXP,
+  FGT_OP_ARGMAX, FGT_OP_ARGMIN, FGT_OP_PROD, FGT_OP_ALL, FGT_OP_ANY
+};
+enum fgt_axis_opcode { FGT_OP_SORT, FGT_OP_ARGSORT, FGT_OP_LOG_SOFTMAX };
+
+// Elementwise and generic ops by code (the enums above).
 int fgt_unary(int op, fgt_array a, fgt_array* out);
 int fgt_binary(int op, fgt_array a, fgt_array b, fgt_array* out);
 int fgt_reduce(int op, fgt_array a, const int* axes, int naxes, int all, int keepdims, fgt_array* out);

@@ -61,6 +61,19 @@ func Do(f func() error) error {
 	return <-done
 }
 
+// Call runs f on the MLX owner thread, like Do, and returns what f returns,
+// so a caller gets a result without a variable captured by the closure. A
+// panic in f gives the zero T and the panic as the error.
+func Call[T any](f func() (T, error)) (T, error) {
+	var v T
+	err := Do(func() error {
+		var err error
+		v, err = f()
+		return err
+	})
+	return v, err
+}
+
 // OnOwnerThread reports whether the calling goroutine runs on the MLX owner
 // thread.
 func OnOwnerThread() bool { return C.fgt_is_owner() == 1 }
