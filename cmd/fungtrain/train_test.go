@@ -345,9 +345,9 @@ func TestTrainCLIBadInput(t *testing.T) {
 		{"empty split", model, emptyValid, "", nil, []string{"valid.jsonl", "the valid split is empty"}},
 		{"missing split", model, noTrain, "", nil, []string{"load train split", "train.jsonl", "no such file"}},
 		{"record of no known format", model, badRecord, "", nil, []string{"valid.jsonl line 2", `want "messages"`}},
-		{"unknown config key", model, dataDir, unknownKey, nil, []string{"unknown.yaml", "line 12", "field learning_rate not found"}},
+		{"unknown config key", model, dataDir, unknownKey, nil, []string{"unknown.yaml:12: unknown key optimizer.learning_rate (did you mean optimizer.lr?)"}},
 		{"negative lr", model, dataDir, "", []string{"optimizer.lr=-1e-4"}, []string{"optimizer.lr must be positive, got -0.0001"}},
-		{"unknown override key", model, dataDir, "", []string{"training.epoch=3"}, []string{"training.epoch=3", "field epoch not found"}},
+		{"unknown override key", model, dataDir, "", []string{"training.epoch=3"}, []string{"--set training.epoch=3: unknown key training.epoch (did you mean training.epochs?)"}},
 		{"missing model", filepath.Join(t.TempDir(), "no-model"), dataDir, "", nil, []string{"open model", "no-model", "no such file"}},
 		{"more LoRA layers than the model has", model, dataDir, "", []string{"lora.num_layers=3"}, []string{"lora.num_layers is 3 but the model has only 2 layers"}},
 	}
