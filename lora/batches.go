@@ -43,9 +43,9 @@ func (d *trainBatches) indices(g int) []int {
 	return d.groups[g%d.perEpoch]
 }
 
-// step returns the micro-batches of the optimizer step whose first
+// stepBatches returns the micro-batches of the optimizer step whose first
 // micro-batch is cursor.
-func (d *trainBatches) step(cursor int) []traindata.Batch {
+func (d *trainBatches) stepBatches(cursor int) []traindata.Batch {
 	out := make([]traindata.Batch, d.accum)
 	for k := range out {
 		out[k] = traindata.MakeBatchPadded(d.split.Examples, d.indices(cursor+k), d.padID, d.padTo)

@@ -73,7 +73,7 @@ func (s *stepper) runFused(p stepPlan, next *stepPlan) (stepResult, error) {
 // queue builds step p from params and moments m, v (which may still be
 // computing) and queues it without waiting.
 func (s *stepper) queue(p stepPlan, params, m, v []*mlx.Array) (*queuedStep, error) {
-	b := s.data.step(p.cursor)[0]
+	b := s.data.stepBatches(p.cursor)[0]
 	if b.Counted == 0 {
 		return nil, errors.New("a training step has no loss tokens")
 	}

@@ -24,6 +24,12 @@ import (
 // Without accumulation (one micro-batch per step) all three are one
 // compiled call, and the next step is queued on the device before the
 // current one is read (see run).
+//
+// The seams are where later work goes: several examples of a step as one
+// micro-batch change what trainBatches.stepBatches returns; data-parallel
+// training all-reduces the accumulated gradients between accumulate and
+// applyUpdate (and so takes the unfused path); another optimizer rule is
+// AdamW.updateGraph and its scalars.
 type stepper struct {
 	adapters *Adapters
 	opt      *AdamW
@@ -203,7 +209,7 @@ func (s *stepper) run(p stepPlan, next *stepPlan) (stepResult, error) {
 
 // runAccumulated makes step p from its micro-batches one at a time.
 func (s *stepper) runAccumulated(p stepPlan) (stepResult, error) {
-	batches := s.data.step(p.cursor)
+	batches := s.data.stepBatches(p.cursor)
 	res := resultOf(batches)
 	if res.counted == 0 {
 		return res, errors.New("a training step has no loss tokens")
