@@ -65,8 +65,8 @@ type stepResult struct {
 
 // newStepper builds the step's functions for adapters a on model m.
 // Call it on the MLX thread.
-func newStepper(c TrainingConfig, m *llama.Model, a *Adapters, opt *AdamW, data *trainBatches, gradClip float64) (s *stepper, err error) {
-	s = &stepper{adapters: a, opt: opt, data: data, seed: c.Seed, gradClip: gradClip,
+func newStepper(c TrainingConfig, m *llama.Model, a *Adapters, opt *AdamW, data *trainBatches, gradClip float64) (_ *stepper, err error) {
+	s := &stepper{adapters: a, opt: opt, data: data, seed: c.Seed, gradClip: gradClip,
 		layout:  stepLayout{params: len(a.Params())},
 		forward: newTrainForward(m, a, c.GradCheckpoint),
 		ce:      newFusedCE(m, c.LossChunk, true)}
@@ -83,7 +83,7 @@ func newStepper(c TrainingConfig, m *llama.Model, a *Adapters, opt *AdamW, data 
 	}
 	s.grads = mlx.NewClosure(s.gradsFunc)
 	s.update = mlx.NewClosure(s.updateFunc)
-	if err := s.update.Compile(false); err != nil {
+	if err = s.update.Compile(false); err != nil {
 		return nil, err
 	}
 	if c.GradAccumulation == 1 {
@@ -94,7 +94,7 @@ func newStepper(c TrainingConfig, m *llama.Model, a *Adapters, opt *AdamW, data 
 			if f == nil {
 				continue
 			}
-			if err := f.Compile(false); err != nil {
+			if err = f.Compile(false); err != nil {
 				return nil, err
 			}
 		}
