@@ -10,20 +10,23 @@ import (
 	"testing"
 )
 
-// TestStaleCheckpointTempsRemoved: what a kill during a checkpoint save
-// leaves in checkpoints/ (a .tmp-step-* directory with part of a
-// checkpoint, a temporary copy of latest) is removed when a run starts
-// and when it resumes; complete checkpoints, latest and files of other
-// names stay.
+// TestStaleCheckpointTempsRemoved: what a kill during a save leaves (a
+// checkpoints/.tmp-step-* directory with part of a checkpoint, temporary
+// copies of checkpoints/latest, metrics.jsonl and best/'s adapters) is
+// removed when a run starts and when it resumes; complete checkpoints,
+// latest and files of other names stay.
 func TestStaleCheckpointTempsRemoved(t *testing.T) {
 	// orphans writes what a killed save leaves, and a file that is not ours.
-	orphans := func(t *testing.T, root string) []string {
+	orphans := func(t *testing.T, out string) []string {
 		t.Helper()
+		root := filepath.Join(out, "checkpoints")
 		dirTmp := filepath.Join(root, ".tmp-step-0000003-2718281")
 		writeFile(t, dirTmp, "adapters.safetensors", "partial")
-		latestTmp := writeFile(t, root, ".latest.tmp-314159", "step-00")
 		writeFile(t, root, "notes.txt", "kept")
-		return []string{dirTmp, latestTmp}
+		return []string{dirTmp,
+			writeFile(t, root, ".latest.tmp-314159", "step-00"),
+			writeFile(t, out, ".metrics.jsonl.tmp-1618", `{"type":"tr`),
+			writeFile(t, filepath.Join(out, "best"), ".adapters.safetensors.tmp-577.safetensors", "partial")}
 	}
 	entries := func(root string) []string {
 		es, _ := os.ReadDir(root)
@@ -60,7 +63,7 @@ func TestStaleCheckpointTempsRemoved(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-			stale := orphans(t, root)
+			stale := orphans(t, cfg.Output.Dir)
 			if _, err := runTraining(context.Background(), cfg, ck, quietLog(), nil); err != nil {
 				t.Fatal(err)
 			}
