@@ -67,7 +67,7 @@ func gradientProbes(t *testing.T, train *traindata.Split, dropout float64, quant
 		s := mlx.NewScope()
 		defer s.Close()
 		mb := microBatch{ids: ids, targets: targets, weights: weights, norm: norm}
-		_, grads, err := tr.steps.lossAndGrad.Call(tr.steps.layout.packLoss(tr.steps.lossArgs(tr.Adapters.Params(), mb))...)
+		_, grads, err := tr.stepper.lossAndGrad.Call(tr.stepper.layout.packLoss(tr.stepper.lossArgs(tr.Adapters.Params(), mb))...)
 		if err != nil {
 			return err
 		}

@@ -23,7 +23,7 @@ type Trainer struct {
 	Meta     RunMetadata
 	Log      *slog.Logger
 
-	steps      *stepper
+	stepper    *stepper
 	data       *trainBatches
 	totalSteps int
 	out        string
@@ -79,7 +79,7 @@ func NewTrainer(cfg RunConfig, m *llama.Model, train, valid *traindata.Split, pa
 	if t.totalSteps == 0 {
 		t.totalSteps = (t.data.perEpoch*tc.Epochs + tc.GradAccumulation - 1) / tc.GradAccumulation
 	}
-	if t.steps, err = newStepper(tc, m, ad, t.Opt, t.data, cfg.Optimizer.GradClip); err != nil {
+	if t.stepper, err = newStepper(tc, m, ad, t.Opt, t.data, cfg.Optimizer.GradClip); err != nil {
 		return nil, err
 	}
 	if tc.MemoryLimitGB > 0 {
@@ -95,9 +95,9 @@ func (t *Trainer) Close() {
 		mlx.SetMemoryLimit(t.oldLimit)
 		t.oldLimit = -1
 	}
-	if t.steps != nil {
-		t.steps.close()
-		t.steps = nil
+	if t.stepper != nil {
+		t.stepper.close()
+		t.stepper = nil
 	}
 	t.Opt.Free()
 }
@@ -135,10 +135,10 @@ func (t *Trainer) learningRate(done int) float64 {
 func (t *Trainer) trainStep(lr float64) (stepResult, error) {
 	p := stepPlan{cursor: t.state.Cursor, done: t.state.Step, lr: lr}
 	var next *stepPlan
-	if t.steps.queues() && t.queueAfter(p.done+1) {
+	if t.stepper.queues() && t.queueAfter(p.done+1) {
 		next = &stepPlan{cursor: p.cursor + t.data.accum, done: p.done + 1, lr: t.learningRate(p.done + 1)}
 	}
-	res, err := t.steps.run(p, next)
+	res, err := t.stepper.run(p, next)
 	if err != nil {
 		return res, err
 	}
