@@ -13,23 +13,6 @@ type Layer interface {
 	Forward(x *mlx.Array) *mlx.Array
 }
 
-// Trainable is a Layer with trainable parameters. Training hands the
-// parameters to MLX transforms as inputs and installs the traced values
-// with SetParams, so gradients flow to them.
-type Trainable interface {
-	Layer
-	Params() []*mlx.Array
-	SetParams([]*mlx.Array)
-}
-
-// Keyed is a Trainable with randomness (a dropout key) that must be
-// passed into a checkpointed block's recomputation, so the backward pass
-// sees the same masks as the forward pass.
-type Keyed interface {
-	DropoutKey() *mlx.Array
-	SetDropoutKey(*mlx.Array)
-}
-
 // Linear is y = x·Wᵀ + b, with W dense (out, in) or affine-quantized.
 type Linear struct {
 	Weight *mlx.Array     // dense weight, nil when quantized
@@ -121,8 +104,6 @@ type Block struct {
 	InputNorm *mlx.Array // input_layernorm.weight
 	PostNorm  *mlx.Array // post_attention_layernorm.weight
 	eps       float32
-	ckpt      *mlx.Closure
-	ckptKeyed []bool // which trainables pass a dropout key into ckpt
 }
 
 // Model is a Llama 3.x causal language model.
@@ -130,13 +111,12 @@ type Model struct {
 	Config *Config
 	Dtype  mlx.Dtype // activation dtype
 
-	Embed         *mlx.Array     // (vocab, hidden), dense embedding
-	EmbedQ        *mlx.Quantized // quantized embedding, when the checkpoint has one
-	Layers        []*Block
-	Norm          *mlx.Array // model.norm.weight
-	LMHead        *Linear    // nil when tied to the embedding
-	freqs         *mlx.Array // llama3 rope frequencies, computed once
-	Checkpointing bool       // recompute each block in the backward pass
+	Embed  *mlx.Array     // (vocab, hidden), dense embedding
+	EmbedQ *mlx.Quantized // quantized embedding, when the checkpoint has one
+	Layers []*Block
+	Norm   *mlx.Array // model.norm.weight
+	LMHead *Linear    // nil when tied to the embedding
+	freqs  *mlx.Array // llama3 rope frequencies, computed once
 }
 
 // ModulePaths are the per-block linear layers, by their HF module path.
@@ -260,59 +240,6 @@ func (b *Block) Forward(x *mlx.Array, cache *KVCache) *mlx.Array {
 	return s.Keep(mlx.Add(h, b.MLP.Forward(mlx.RMSNorm(h, b.PostNorm, b.eps))))
 }
 
-func (b *Block) trainables() []Trainable {
-	var ts []Trainable
-	for _, l := range []Layer{b.Attn.Q, b.Attn.K, b.Attn.V, b.Attn.O, b.MLP.Gate, b.MLP.Up, b.MLP.Down} {
-		if t, ok := l.(Trainable); ok {
-			ts = append(ts, t)
-		}
-	}
-	return ts
-}
-
-// forwardCheckpointed runs the block so that its activations are
-// recomputed in the backward pass. The block's trainable parameters are
-// passed through as inputs so their gradients survive the recomputation.
-func (b *Block) forwardCheckpointed(x *mlx.Array) *mlx.Array {
-	ts := b.trainables()
-	if b.ckpt == nil {
-		b.ckpt = mlx.NewClosure(func(in []*mlx.Array) ([]*mlx.Array, error) {
-			rest := in[1:]
-			for i, t := range b.trainables() {
-				n := len(t.Params())
-				old := t.Params()
-				t.SetParams(rest[:n])
-				defer t.SetParams(old)
-				rest = rest[n:]
-				if i < len(b.ckptKeyed) && b.ckptKeyed[i] {
-					k := t.(Keyed)
-					oldKey := k.DropoutKey()
-					k.SetDropoutKey(rest[0])
-					defer k.SetDropoutKey(oldKey)
-					rest = rest[1:]
-				}
-			}
-			return []*mlx.Array{b.Forward(in[0], nil)}, nil
-		})
-	}
-	// The layout is fixed for this forward and its backward, which run
-	// within one transform call.
-	b.ckptKeyed = make([]bool, len(ts))
-	inputs := []*mlx.Array{x}
-	for i, t := range ts {
-		inputs = append(inputs, t.Params()...)
-		if k, ok := t.(Keyed); ok && k.DropoutKey() != nil {
-			b.ckptKeyed[i] = true
-			inputs = append(inputs, k.DropoutKey())
-		}
-	}
-	out, err := b.ckpt.Checkpoint(inputs...)
-	if err != nil {
-		return mlx.ErrorArray(err)
-	}
-	return out[0]
-}
-
 // EmbedTokens looks up token embeddings for ids (B, L).
 func (m *Model) EmbedTokens(ids *mlx.Array) *mlx.Array {
 	if m.EmbedQ != nil {
@@ -331,16 +258,18 @@ func (m *Model) Hidden(ids *mlx.Array, caches []*KVCache) *mlx.Array {
 	defer s.Close()
 	h := m.EmbedTokens(ids)
 	for i, b := range m.Layers {
-		switch {
-		case caches != nil:
-			h = b.Forward(h, caches[i])
-		case m.Checkpointing:
-			h = b.forwardCheckpointed(h)
-		default:
-			h = b.Forward(h, nil)
+		var c *KVCache
+		if caches != nil {
+			c = caches[i]
 		}
+		h = b.Forward(h, c)
 	}
-	return s.Keep(mlx.RMSNorm(h, m.Norm, float32(m.Config.RMSNormEps)))
+	return s.Keep(m.FinalNorm(h))
+}
+
+// FinalNorm applies the model's final RMS norm to hidden states h.
+func (m *Model) FinalNorm(h *mlx.Array) *mlx.Array {
+	return mlx.RMSNorm(h, m.Norm, float32(m.Config.RMSNormEps))
 }
 
 // Logits maps hidden states to vocabulary logits.
@@ -405,8 +334,5 @@ func BaseLinear(l Layer) *Linear { return baseLinear(l) }
 func (m *Model) Free() {
 	for _, a := range m.Arrays() {
 		a.Free()
-	}
-	for _, b := range m.Layers {
-		b.ckpt.Free()
 	}
 }

@@ -50,8 +50,8 @@ func oneStepWith(t *testing.T, train *traindata.Split, batch, accum int, gradChe
 	cfg.Training.LossChunk = lossChunk
 	cfg.LoRA.Dropout = dropout
 	withTinyTrainer(t, cfg, train, func(tr *Trainer) error {
-		if tr.Model.Checkpointing != gradCheckpoint {
-			return fmt.Errorf("model.Checkpointing is %v", tr.Model.Checkpointing)
+		if tr.stepper.forward.checkpointing() != gradCheckpoint {
+			return fmt.Errorf("block checkpointing is %v", tr.stepper.forward.checkpointing())
 		}
 		if err := setRandomB(tr.Adapters, 0.05, 2); err != nil {
 			return err
@@ -150,7 +150,8 @@ func TestAccumulationIsExact(t *testing.T) {
 			s := mlx.NewScope()
 			b := traindata.MakeBatch(train.Examples, []int{i}, tokPad)
 			ids, targets, weights := batchArrays(b)
-			_, grads, err := tr.vag.Call(append(tr.Adapters.Params(), ids, targets, weights, mlx.Scalar(1, mlx.Float32))...)
+			mb := microBatch{ids: ids, targets: targets, weights: weights, norm: mlx.Scalar(1, mlx.Float32)}
+			_, grads, err := tr.stepper.lossAndGrad.Call(tr.stepper.layout.packLoss(tr.stepper.lossArgs(tr.Adapters.Params(), mb))...)
 			if err != nil {
 				s.Close()
 				return err
@@ -234,8 +235,8 @@ func TestQueuedStepsSameAsSequential(t *testing.T) {
 			if evalEvery == 2 && !sequential {
 				want = 2 // queued after steps 1 and 3, not after 2 and 4
 			}
-			if tr.aheadUsed != want {
-				return fmt.Errorf("sequential %v: %d queued steps used, want %d", sequential, tr.aheadUsed, want)
+			if tr.stepper.queuedUsed != want {
+				return fmt.Errorf("sequential %v: %d queued steps used, want %d", sequential, tr.stepper.queuedUsed, want)
 			}
 			var err error
 			params, err = readFloats(append(tr.Adapters.Params(), tr.Opt.State()...)...)

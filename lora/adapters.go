@@ -259,6 +259,17 @@ func (a *Adapters) setKeys(keys []*mlx.Array) {
 	}
 }
 
+// byBlock lists the adapter layers of each of a model's n blocks, in name
+// order.
+func (a *Adapters) byBlock(n int) [][]*Layer {
+	out := make([][]*Layer, n)
+	for _, name := range a.Names {
+		i, _ := splitName(name)
+		out[i] = append(out[i], a.Layers[name])
+	}
+	return out
+}
+
 // Remove restores the base layers and frees the adapter parameters.
 func (a *Adapters) Remove() {
 	for _, n := range a.Names {

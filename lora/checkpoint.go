@@ -2,7 +2,9 @@ package lora
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io/fs"
 	"math"
 	"os"
 	"path/filepath"
@@ -75,6 +77,36 @@ func (t *Trainer) saveCheckpoint() error {
 	}
 	t.Log.Debug("checkpoint saved", "dir", final)
 	return pruneCheckpoints(root, name)
+}
+
+// removeStaleTemps removes what an interrupted save leaves in a run
+// directory: temporary checkpoint directories (checkpoints/.tmp-step-*)
+// and files written atomically (.NAME.tmp-*) in the run directory, best/
+// and checkpoints/. A kill during a save leaves them; nothing else
+// removes them, and a checkpoint directory holds a copy of the adapters
+// and the moments. It returns the paths removed.
+func removeStaleTemps(out string) ([]string, error) {
+	var removed []string
+	for _, dir := range []string{out, filepath.Join(out, "best"), checkpointsDir(out)} {
+		entries, err := os.ReadDir(dir)
+		if errors.Is(err, fs.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			return removed, fmt.Errorf("clean %s: %w", dir, err)
+		}
+		for _, e := range entries {
+			if !strings.HasPrefix(e.Name(), ".") || !strings.Contains(e.Name(), ".tmp-") {
+				continue
+			}
+			p := filepath.Join(dir, e.Name())
+			if err := os.RemoveAll(p); err != nil {
+				return removed, fmt.Errorf("remove stale %s: %w", p, err)
+			}
+			removed = append(removed, p)
+		}
+	}
+	return removed, nil
 }
 
 func pruneCheckpoints(root, latest string) error {

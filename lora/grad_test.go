@@ -66,7 +66,8 @@ func gradientProbes(t *testing.T, train *traindata.Split, dropout float64, quant
 
 		s := mlx.NewScope()
 		defer s.Close()
-		_, grads, err := tr.vag.Call(tr.stepInputs(tr.Adapters.Params(), ids, targets, weights, norm)...)
+		mb := microBatch{ids: ids, targets: targets, weights: weights, norm: norm}
+		_, grads, err := tr.stepper.lossAndGrad.Call(tr.stepper.layout.packLoss(tr.stepper.lossArgs(tr.Adapters.Params(), mb))...)
 		if err != nil {
 			return err
 		}

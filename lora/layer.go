@@ -70,12 +70,6 @@ func (l *Layer) Forward(x *mlx.Array) *mlx.Array {
 // micro-batch.
 func (l *Layer) dropoutKey() *mlx.Array { return mlx.RandomKey(l.keySeed*1_000_003 + l.id) }
 
-// DropoutKey is the dropout key passed in for this micro-batch, if any.
-func (l *Layer) DropoutKey() *mlx.Array { return l.key }
-
-// SetDropoutKey installs a dropout key (nil to derive it from the seed).
-func (l *Layer) SetDropoutKey(k *mlx.Array) { l.key = k }
-
 // Params returns A and B.
 func (l *Layer) Params() []*mlx.Array { return []*mlx.Array{l.A, l.B} }
 

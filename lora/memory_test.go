@@ -3,11 +3,13 @@ package lora
 import (
 	"context"
 	"log/slog"
+	"math/rand/v2"
 	"runtime"
 	"testing"
 	"time"
 
 	"github.com/fungtrain/fungtrain/mlx"
+	"github.com/fungtrain/fungtrain/traindata"
 )
 
 // TestNoMemoryGrowth: over 30 training steps (dropout on, accumulation 2,
@@ -74,5 +76,60 @@ func settleForgotten(t *testing.T) {
 	}
 	for range 2 { // the owner drains after each job
 		doMLX(t, func() error { return nil })
+	}
+}
+
+// TestGradCheckpointSavesMemory: with training.grad_checkpoint each block
+// is recomputed in the backward pass instead of keeping its activations,
+// so a training step over 4 sequences of 256 tokens on an 8-layer tiny
+// model (adapters on every linear layer) peaks well below the same step
+// without it: the peak above the memory in use before the step is less
+// than 75% of the plain step's. (Measured: 50%, 68.6 vs 137.6 MiB.)
+func TestGradCheckpointSavesMemory(t *testing.T) {
+	rng := rand.New(rand.NewPCG(4, 5))
+	split := &traindata.Split{Name: "synthetic"}
+	for range 4 {
+		ex := traindata.Example{Tokens: make([]int32, 257), Counted: make([]bool, 257)}
+		for j := range ex.Tokens {
+			ex.Tokens[j], ex.Counted[j] = int32(firstWord+rng.IntN(1024-firstWord)), j > 0
+		}
+		split.Examples = append(split.Examples, ex)
+	}
+	stepPeak := func(checkpoint bool) int64 {
+		var peak int64
+		cfg := testConfig(t.TempDir())
+		cfg.LoRA.NumLayers, cfg.LoRA.Keys = -1, []string{"all-linear"}
+		cfg.Training.BatchSize, cfg.Training.GradAccumulation, cfg.Training.MaxSteps = 4, 1, 3
+		cfg.Training.GradCheckpoint, cfg.Training.Sequential = checkpoint, true
+		doMLX(t, func() error {
+			m, err := tinyModel(8, 6)
+			if err != nil {
+				return err
+			}
+			defer m.Free()
+			tr, err := NewTrainer(cfg, m, split, split, tokPad, RunMetadata{}, quietLog())
+			if err != nil {
+				return err
+			}
+			defer tr.Close()
+			defer tr.Adapters.Remove()
+			if _, err := tr.Step(); err != nil { // traces the compiled step
+				return err
+			}
+			before := mlx.ActiveMemory()
+			mlx.ResetPeakMemory()
+			if _, err := tr.Step(); err != nil {
+				return err
+			}
+			peak = mlx.PeakMemory() - before
+			return nil
+		})
+		return peak
+	}
+	plain, ckpt := stepPeak(false), stepPeak(true)
+	t.Logf("step peak above the memory in use: %.2f MiB plain, %.2f MiB with gradient checkpointing (%.0f%%)",
+		float64(plain)/(1<<20), float64(ckpt)/(1<<20), 100*float64(ckpt)/float64(plain))
+	if plain <= 0 || float64(ckpt) > 0.75*float64(plain) {
+		t.Errorf("gradient checkpointing peaks at %d bytes above the memory in use, the plain step at %d", ckpt, plain)
 	}
 }

@@ -34,7 +34,7 @@ func NewAdamW(c OptimizerConfig, params []*mlx.Array) *AdamW {
 // Update returns the new parameters for grads at learning rate lr and
 // replaces the moments. Call it inside a scope; the returned arrays and
 // the new moments are detached (long-lived), the old moments freed. The
-// trainer uses the compiled fusedUpdate, built from the same adamwStep.
+// trainer uses the compiled updateGraph, built from the same adamwStep.
 func (o *AdamW) Update(params, grads []*mlx.Array, lr float64) []*mlx.Array {
 	stepSize, invC2, decay := o.scalars(o.Step+1, lr)
 	out := make([]*mlx.Array, len(params))
@@ -130,94 +130,55 @@ func LearningRate(s ScheduleConfig, peak float64, step, total int) float64 {
 	return s.MinLR + (peak-s.MinLR)*0.5*(1+math.Cos(math.Pi*progress))
 }
 
-// fusedUpdate is the whole optimizer update — global-norm clipping, AdamW
-// with bias correction, and a guard that leaves everything unchanged when
-// the gradient norm is not finite — as one compiled MLX function, so an
-// update is a handful of fused kernels instead of hundreds of small ones.
-// Its inputs are params, grads, M and V (n each) and four scalars: the
-// step size lr/(1-β1ᵗ), 1/(1-β2ᵗ), the decay factor 1-lr·wd and the clip
-// norm (0: none). Its outputs are the new params, M and V, and the norm.
-type fusedUpdate struct {
-	n  int
-	fn *mlx.Closure
-}
-
-func newFusedUpdate(o *AdamW, n int) (*fusedUpdate, error) {
-	f := mlx.NewClosure(func(in []*mlx.Array) ([]*mlx.Array, error) {
-		return o.updateGraph(n, in), nil
-	})
-	if err := f.Compile(false); err != nil {
-		f.Free()
-		return nil, err
-	}
-	return &fusedUpdate{n: n, fn: f}, nil
-}
-
-// updateGraph builds the fused update's outputs from its inputs (see
-// fusedUpdate).
-func (o *AdamW) updateGraph(n int, in []*mlx.Array) []*mlx.Array {
-	p, g, m, v := in[:n], in[n:2*n], in[2*n:3*n], in[3*n:4*n]
-	stepSize, invC2, decay, maxNorm := in[4*n], in[4*n+1], in[4*n+2], in[4*n+3]
-	norm := globalNorm(g)
-	scale := clipScale(norm, maxNorm)
+// updateGraph is the whole optimizer update — global-norm clipping,
+// AdamW with bias correction, and a guard that leaves everything unchanged
+// when the gradient norm is not finite — as one graph, which the trainer
+// compiles so an update is a handful of fused kernels instead of hundreds
+// of small ones.
+func (o *AdamW) updateGraph(a updateArgs) updateOut {
+	norm := globalNorm(a.grads)
+	scale := clipScale(norm, a.scalars.maxNorm)
 	finite := mlx.LogicalNot(mlx.LogicalOr(mlx.IsNaN(norm), mlx.IsInf(norm)))
-	out := make([]*mlx.Array, 3*n+1)
+	n := len(a.params)
+	u := updateOut{params: make([]*mlx.Array, n), m: make([]*mlx.Array, n), v: make([]*mlx.Array, n), gradNorm: norm}
 	for i := 0; i < n; i++ {
-		pi, mi, vi := o.adamwStep(p[i], mlx.Multiply(g[i], scale), m[i], v[i], stepSize, invC2, decay)
-		out[i] = mlx.Where(finite, pi, p[i])
-		out[n+i] = mlx.Where(finite, mi, m[i])
-		out[2*n+i] = mlx.Where(finite, vi, v[i])
+		p, m, v := o.adamwStep(a.params[i], mlx.Multiply(a.grads[i], scale), a.m[i], a.v[i],
+			a.scalars.stepSize, a.scalars.invC2, a.scalars.decay)
+		u.params[i] = mlx.Where(finite, p, a.params[i])
+		u.m[i] = mlx.Where(finite, m, a.m[i])
+		u.v[i] = mlx.Where(finite, v, a.v[i])
 	}
-	out[3*n] = norm
-	return out
+	return u
 }
 
-// updateScalars are the fused update's four scalar inputs for update
-// number step (1-based) at learning rate lr.
-func (o *AdamW) updateScalars(step int, lr, maxNorm float64) []*mlx.Array {
+// updateScalars are the update's scalar inputs for update number step
+// (1-based) at learning rate lr.
+func (o *AdamW) updateScalars(step int, lr, maxNorm float64) updateScalars {
 	stepSize, invC2, decay := o.scalars(step, lr)
-	return []*mlx.Array{stepSize, invC2, decay, mlx.Scalar(maxNorm, mlx.Float32)}
+	return updateScalars{stepSize: stepSize, invC2: invC2, decay: decay, maxNorm: mlx.Scalar(maxNorm, mlx.Float32)}
 }
 
-func (u *fusedUpdate) free() { u.fn.Free() }
-
-// apply runs one update at learning rate lr, replacing the optimizer's
-// moments, and returns the new (detached, evaluated) params and the
-// gradient norm before clipping. When the norm is not finite nothing
-// changes and an error is returned.
-func (u *fusedUpdate) apply(o *AdamW, params, grads []*mlx.Array, lr, maxNorm float64) ([]*mlx.Array, float64, error) {
-	s := mlx.NewScope()
-	defer s.Close()
-	in := append(append(append(append([]*mlx.Array{}, params...), grads...), o.M...), o.V...)
-	out, err := u.fn.Call(append(in, o.updateScalars(o.Step+1, lr, maxNorm)...)...)
-	if err != nil {
-		return nil, 0, err
-	}
-	if err := mlx.Eval(out...); err != nil {
-		return nil, 0, err
-	}
-	return o.adopt(u.n, out)
-}
-
-// adopt takes the evaluated outputs of a fused update (new params, M, V
-// and the norm): it detaches and keeps the first 3n (the caller no longer
-// owns them), replaces the moments, counts the step and returns the new
-// params and the gradient norm. When the norm is not finite nothing
-// changes, nothing is taken and an error is returned.
-func (o *AdamW) adopt(n int, out []*mlx.Array) ([]*mlx.Array, float64, error) {
-	norm, err := out[3*n].Item()
+// adopt takes the evaluated outputs of an update: it detaches and keeps
+// the new params and moments (the caller no longer owns them), replaces
+// the moments, counts the step and returns the new params and the
+// gradient norm. When the norm is not finite nothing changes, nothing is
+// taken and an error is returned.
+func (o *AdamW) adopt(u updateOut) ([]*mlx.Array, float64, error) {
+	norm, err := u.gradNorm.Item()
 	if err != nil {
 		return nil, 0, err
 	}
 	if math.IsNaN(norm) || math.IsInf(norm, 0) {
 		return nil, norm, fmt.Errorf("gradient norm is %v", norm)
 	}
-	mlx.Detach(out[:3*n]...)
-	for i := 0; i < n; i++ {
+	mlx.Detach(u.params...)
+	mlx.Detach(u.m...)
+	mlx.Detach(u.v...)
+	for i := range u.m {
 		o.M[i].Free()
 		o.V[i].Free()
-		o.M[i], o.V[i] = out[n+i], out[2*n+i]
+		o.M[i], o.V[i] = u.m[i], u.v[i]
 	}
 	o.Step++
-	return append([]*mlx.Array(nil), out[:n]...), norm, nil
+	return append([]*mlx.Array(nil), u.params...), norm, nil
 }

@@ -11,9 +11,12 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/fungtrain/fungtrain/internal/atomicfile"
 	"github.com/fungtrain/fungtrain/llama"
+	"github.com/fungtrain/fungtrain/mlx"
+	"github.com/fungtrain/fungtrain/traindata"
 )
 
 // RunMetadata is run_metadata.json: what is needed to reproduce a run.
@@ -33,6 +36,62 @@ type RunMetadata struct {
 	Device           string            `json:"device"`
 	TrainableParams  int               `json:"trainable_params"`
 	Resumed          []string          `json:"resumed,omitempty"`
+}
+
+// Build names the fungtrain binary that makes a run.
+type Build struct{ Version, Commit string }
+
+// NewRunMetadata describes a run about to start: its config and seed, the
+// hashes of its data splits (and of test.jsonl in the data directory,
+// when there is one) and of its model, and the versions and device it
+// runs with.
+func NewRunMetadata(cfg RunConfig, build Build, model ModelSource, splits ...*traindata.Split) (RunMetadata, error) {
+	meta := RunMetadata{
+		Timestamp: time.Now().UTC().Format(time.RFC3339), Seed: cfg.Training.Seed, Config: cfg,
+		DataSHA256: map[string]string{}, FungtrainVersion: build.Version, GitCommit: build.Commit,
+		MLXVersion: mlx.Version(), Backend: mlx.Backend(), Device: mlx.DefaultDevice().String(),
+	}
+	for _, s := range splits {
+		meta.DataSHA256[filepath.Base(s.Path)] = s.SHA256
+	}
+	// The test split is not trained on; a run records its hash where it
+	// can be read, for the eval that follows.
+	if sum, err := traindata.FileSHA256(filepath.Join(cfg.Data.Dir, "test.jsonl")); err == nil {
+		meta.DataSHA256["test.jsonl"] = sum
+	}
+	if model.Path == "" {
+		model.Path = cfg.Model.Path
+	}
+	sum, of, err := ModelDigest(model.Path)
+	if err != nil {
+		return meta, fmt.Errorf("hash model: %w", err)
+	}
+	meta.ModelSHA256, meta.ModelHashOf = sum, of
+	meta.ModelRepo, meta.ModelCommit = model.Repo, model.Commit
+	return meta, nil
+}
+
+// ModelSource is where a run's model came from: the local path its files
+// were read from and, when model.path named a Hub repository, the repo id
+// and the commit it resolved to. An empty Path means cfg.Model.Path.
+type ModelSource struct {
+	Path, Repo, Commit string
+}
+
+// MarkResumed makes m the metadata of a run resumed in dir: the run's
+// original start time and earlier resumes, from dir/run_metadata.json,
+// are kept, and this resume (m's own timestamp) is added to them.
+func (m *RunMetadata) MarkResumed(dir string) {
+	now := m.Timestamp
+	b, err := os.ReadFile(filepath.Join(dir, "run_metadata.json"))
+	if err == nil {
+		var old RunMetadata
+		if json.Unmarshal(b, &old) == nil && old.Timestamp != "" {
+			m.Timestamp = old.Timestamp
+			m.Resumed = old.Resumed
+		}
+	}
+	m.Resumed = append(m.Resumed, now)
 }
 
 // ModelDigest hashes a model's weight index: model.safetensors.index.json

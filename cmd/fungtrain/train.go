@@ -1,20 +1,16 @@
 package main
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"os"
 	"os/signal"
-	"path/filepath"
 	"syscall"
-	"time"
 
 	"github.com/spf13/cobra"
 
 	"github.com/fungtrain/fungtrain/data"
-	"github.com/fungtrain/fungtrain/hub"
 	"github.com/fungtrain/fungtrain/llama"
 	"github.com/fungtrain/fungtrain/lora"
 	"github.com/fungtrain/fungtrain/mlx"
@@ -111,12 +107,13 @@ func runTrain(cmd *cobra.Command, f trainFlags) error {
 		if err != nil {
 			return err
 		}
-		meta, err := runMetadata(cfg, model, train, valid)
+		meta, err := lora.NewRunMetadata(cfg, lora.Build{Version: version, Commit: commit},
+			lora.ModelSource{Path: model.Path, Repo: model.Repo, Commit: model.Commit}, train, valid)
 		if err != nil {
 			return err
 		}
 		if ck != "" {
-			keepRunStart(&meta, cfg.Output.Dir)
+			meta.MarkResumed(cfg.Output.Dir)
 		}
 		tr, err := lora.NewTrainer(cfg, b.Model, train, valid, padID(b), meta, log)
 		if err != nil {
@@ -158,48 +155,4 @@ func padID(b *llama.Bundle) int32 {
 		return b.StopIDs[0]
 	}
 	return 0
-}
-
-func runMetadata(cfg lora.RunConfig, model hub.Model, splits ...*traindata.Split) (lora.RunMetadata, error) {
-	meta := lora.RunMetadata{
-		Timestamp: time.Now().UTC().Format(time.RFC3339), Seed: cfg.Training.Seed, Config: cfg,
-		DataSHA256: map[string]string{}, FungtrainVersion: version, GitCommit: commit,
-		MLXVersion: mlx.Version(), Backend: mlx.Backend(), Device: mlx.DefaultDevice().String(),
-	}
-	for _, s := range splits {
-		meta.DataSHA256[filepath.Base(s.Path)] = s.SHA256
-	}
-	if test := filepath.Join(cfg.Data.Dir, "test.jsonl"); fileExists(test) {
-		sum, err := traindata.FileSHA256(test)
-		if err == nil {
-			meta.DataSHA256["test.jsonl"] = sum
-		}
-	}
-	sum, of, err := lora.ModelDigest(model.Path)
-	if err != nil {
-		return meta, fmt.Errorf("hash model: %w", err)
-	}
-	meta.ModelSHA256, meta.ModelHashOf = sum, of
-	meta.ModelRepo, meta.ModelCommit = model.Repo, model.Commit
-	return meta, nil
-}
-
-// keepRunStart carries a resumed run's original start time and earlier
-// resumes into its new metadata, and records this resume.
-func keepRunStart(meta *lora.RunMetadata, dir string) {
-	now := meta.Timestamp
-	b, err := os.ReadFile(filepath.Join(dir, "run_metadata.json"))
-	if err == nil {
-		var old lora.RunMetadata
-		if json.Unmarshal(b, &old) == nil && old.Timestamp != "" {
-			meta.Timestamp = old.Timestamp
-			meta.Resumed = old.Resumed
-		}
-	}
-	meta.Resumed = append(meta.Resumed, now)
-}
-
-func fileExists(p string) bool {
-	_, err := os.Stat(p)
-	return err == nil
 }
