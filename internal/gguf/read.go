@@ -546,3 +546,13 @@ func (v Value) String() string {
 	return fmt.Sprint(v.V)
 }
 
+
+// ReadTensor reads the encoded bytes of tensor ti from r, the file g was
+// read from.
+func (g *Info) ReadTensor(r io.ReaderAt, ti TensorInfo) ([]byte, error) {
+	b := make([]byte, ti.Size)
+	if _, err := r.ReadAt(b, g.TensorDataOffset(ti)); err != nil {
+		return nil, fmt.Errorf("gguf %s: tensor %q: read %d bytes at offset %d: %w", g.Path, ti.Name, ti.Size, g.TensorDataOffset(ti), err)
+	}
+	return b, nil
+}
