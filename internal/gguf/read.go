@@ -546,7 +546,6 @@ func (v Value) String() string {
 	return fmt.Sprint(v.V)
 }
 
-
 // ReadTensor reads the encoded bytes of tensor ti from r, the file g was
 // read from.
 func (g *Info) ReadTensor(r io.ReaderAt, ti TensorInfo) ([]byte, error) {

@@ -228,4 +228,3 @@ func (ti TensorInfo) Elements() uint64 {
 	}
 	return n
 }
-
