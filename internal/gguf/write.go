@@ -23,6 +23,7 @@ type Writer struct {
 	tensors   []tensorEntry
 	names     map[string]bool
 	alignment uint64
+	onTensor  func(name string)
 }
 
 type tensorEntry struct {
@@ -59,6 +60,10 @@ func (w *Writer) Set(key string, v Value) error {
 	w.values[key] = v
 	return nil
 }
+
+// OnTensor sets a function called after each tensor's data is written (for
+// a progress bar).
+func (w *Writer) OnTensor(f func(name string)) { w.onTensor = f }
 
 // Keys lists the metadata keys set so far, in order.
 func (w *Writer) Keys() []string { return append([]string(nil), w.keys...) }
@@ -183,6 +188,9 @@ func (w *Writer) WriteTo(out io.Writer) (int64, error) {
 			return cw.n, fmt.Errorf("gguf writer: tensor %q: wrote %d bytes, want %d for %s %v", t.info.Name, tw.n, t.info.Size, t.info.Type, infos[i].Shape())
 		}
 		e.pad(t.info.Size, w.alignment)
+		if w.onTensor != nil {
+			w.onTensor(t.info.Name)
+		}
 	}
 	if e.err == nil {
 		e.err = bw.Flush()
