@@ -101,6 +101,8 @@ func ConfigFromGGUF(info *gguf.Info) (*Config, error) {
 	}
 	_, hasOutput := info.Tensor("output.weight")
 	c.TieWordEmbeddings = !hasOutput
+	_, c.AttentionBias = info.Tensor("blk.0.attn_q.bias")
+	_, c.MLPBias = info.Tensor("blk.0.ffn_up.bias")
 	if eos, err := info.Uint("tokenizer.ggml.eos_token_id"); err == nil {
 		c.EOSTokenID = IntList{int(eos)}
 	}
@@ -223,20 +225,25 @@ func loadGGUF(info *gguf.Info, opts LoadOptions) (*Model, error) {
 			}
 		}
 	}
+	// Llama 3.1+ GGUFs carry the llama3 RoPE scaling as per-dimension
+	// factors of the rotation period. When they are Llama 3's standard
+	// scaling, the config says so, and the model rotates exactly as it does
+	// loaded from HF files (and a saved config.json keeps the scaling).
+	custom := false
+	if ropeFactors != nil {
+		if cfg.RopeScaling = llama3ScalingOf(cfg, ropeFactors); cfg.RopeScaling == nil {
+			custom = true
+			slog.Warn("the GGUF's rope_freqs are not Llama 3's standard scaling; fungtrain runs them, but a saved config.json cannot describe them", "file", path)
+		}
+	}
 	m, err := build(cfg, tensors, opts)
 	if err != nil {
 		return nil, fmt.Errorf("load model %s: %w", path, err)
 	}
-	if ropeFactors != nil {
-		// Llama 3.1+ GGUFs carry the llama3 scaling as per-dimension factors
-		// of the rotation period.
+	if custom {
 		if err := m.applyRopeFactors(ropeFactors); err != nil {
 			m.Free()
 			return nil, fmt.Errorf("load model %s: rope_freqs: %w", path, err)
-		}
-		m.Config.RopeScaling = llama3ScalingOf(m.Config, ropeFactors)
-		if m.Config.RopeScaling == nil {
-			slog.Warn("the GGUF's rope_freqs are not Llama 3's standard scaling; fungtrain runs them, but a saved config.json cannot describe them", "file", path)
 		}
 	}
 	return m, nil
