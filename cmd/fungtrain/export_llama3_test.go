@@ -22,7 +22,7 @@ func llama3TestConfig() *llama.Config {
 		HiddenSize: 64, NumLayers: 2, NumHeads: 4, NumKVHeads: 2, HeadDim: 16, IntermediateSize: 128,
 		VocabSize: 128256, RMSNormEps: 1e-5, RopeTheta: 500000, TieWordEmbeddings: true, MaxPositionEmbeddings: 131072,
 		RopeScaling: &llama.RopeScaling{RopeType: "llama3", Factor: 32, LowFreqFactor: 1, HighFreqFactor: 4, OriginalMaxPositionEmbeddings: 8192},
-		BOSTokenID: &bos, EOSTokenID: llama.IntList{128001, 128008, 128009}, TorchDtype: "float32"}
+		BOSTokenID:  &bos, EOSTokenID: llama.IntList{128001, 128008, 128009}, TorchDtype: "float32"}
 }
 
 // writeLlama3TestModel writes a random float32 HF checkpoint of cfg with the
