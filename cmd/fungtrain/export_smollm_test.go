@@ -239,7 +239,7 @@ func TestExportGGUFSmolLM2LlamaCpp(t *testing.T) {
 			onFile = append(onFile, modelLogprobs(t, fileB.Model, p.IDs, *p.Targets))
 			onSource = append(onSource, modelLogprobs(t, srcB.Model, p.IDs, *p.Targets))
 		}
-		srcB.Close()
+		mlx.Do(func() error { return srcB.Close() }) // its memory, before the base model loads
 		baseB := openModel(t, src, "")
 		for _, p := range prompts {
 			onBase = append(onBase, modelLogprobs(t, baseB.Model, p.IDs, *p.Targets))
