@@ -319,6 +319,13 @@ func Load(m *llama.Model, dir string) (*Adapters, error) {
 	if s.Scale == 0 && s.Alpha == 0 {
 		return nil, fmt.Errorf("%s: lora_parameters.scale is missing", cfgPath)
 	}
+	check := s
+	if len(check.Keys) == 0 {
+		check.Keys = DefaultSettings().Keys // the keys come from the tensors below
+	}
+	if err := check.Validate(len(m.Layers)); err != nil {
+		return nil, fmt.Errorf("%s: %w (an adapter for another base model?)", cfgPath, err)
+	}
 	wPath := filepath.Join(dir, "adapters.safetensors")
 	tensors, _, err := mlx.LoadSafetensors(wPath)
 	if err != nil {

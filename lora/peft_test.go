@@ -331,8 +331,12 @@ func TestLoadPEFTBadInput(t *testing.T) {
 		{"IA3", func(d string) { writePEFT(t, d, 4, 8, []int{3}, q, map[string]any{"peft_type": "IA3"}) }, `peft_type "IA3" is not supported`},
 		{"DoRA", func(d string) { writePEFT(t, d, 4, 8, []int{3}, q, map[string]any{"use_dora": true}) }, "DoRA"},
 		{"bias", func(d string) { writePEFT(t, d, 4, 8, []int{3}, q, map[string]any{"bias": "all"}) }, `bias "all"`},
-		{"rank pattern", func(d string) { writePEFT(t, d, 4, 8, []int{3}, q, map[string]any{"rank_pattern": map[string]int{"q_proj": 8}}) }, "rank_pattern"},
-		{"modules to save", func(d string) { writePEFT(t, d, 4, 8, []int{3}, q, map[string]any{"modules_to_save": []string{"lm_head"}}) }, "modules_to_save"},
+		{"rank pattern", func(d string) {
+			writePEFT(t, d, 4, 8, []int{3}, q, map[string]any{"rank_pattern": map[string]int{"q_proj": 8}})
+		}, "rank_pattern"},
+		{"modules to save", func(d string) {
+			writePEFT(t, d, 4, 8, []int{3}, q, map[string]any{"modules_to_save": []string{"lm_head"}})
+		}, "modules_to_save"},
 		{"zero alpha", func(d string) { writePEFT(t, d, 4, 0, []int{3}, q, nil) }, "lora_alpha must be positive"},
 		{"pickle only", func(d string) {
 			writePEFT(t, d, 4, 8, []int{3}, q, nil)
