@@ -372,6 +372,9 @@ func install(m *llama.Model, s Settings, tensors map[string]*mlx.Array, cfgPath,
 			t, ok := tensors[name+part.suffix]
 			if !ok {
 				a.Remove()
+				if top := topLayer(tensors); top >= len(m.Layers) {
+					return nil, fmt.Errorf("%s: missing tensor %s; the adapter has layer %d but the model has %d layers: an adapter for another base model", wPath, name+part.suffix, top, len(m.Layers))
+				}
 				return nil, fmt.Errorf("%s: missing tensor %s", wPath, name+part.suffix)
 			}
 			if want := (*part.dst).Shape(); fmt.Sprint(t.Shape()) != fmt.Sprint(want) {
@@ -398,6 +401,20 @@ func install(m *llama.Model, s Settings, tensors map[string]*mlx.Array, cfgPath,
 		return nil, fmt.Errorf("load %s: %w", wPath, err)
 	}
 	return a, nil
+}
+
+// topLayer is the highest N of the model.layers.N.* tensors, or -1.
+func topLayer(tensors map[string]*mlx.Array) int {
+	top := -1
+	for name := range tensors {
+		if rest, ok := strings.CutPrefix(name, "model.layers."); ok {
+			var n int
+			if _, err := fmt.Sscanf(rest, "%d.", &n); err == nil {
+				top = max(top, n)
+			}
+		}
+	}
+	return top
 }
 
 // keysOf lists the module paths (in ModulePaths order) that have
