@@ -14,13 +14,14 @@ import (
 )
 
 // trainSmolLM2Adapter trains a LoRA adapter on SmolLM2 for a few steps of
-// the demo config (q, k, v and down projections of the last 4 blocks, so
-// the merged q/k weights go through llama.cpp's row permutation).
+// the demo config at twice its learning rate (q, k, v and down projections
+// of the last 4 blocks, so the merged q/k weights go through llama.cpp's row
+// permutation).
 func trainSmolLM2Adapter(t *testing.T, out string) {
 	t.Helper()
 	_, errOut, err := runCLI(t, "train", "--config", cliAsset(t, "examples/fung-sample.yaml"),
 		"--set", "model.path="+cliAsset(t, smolLM2), "--set", "data.dir="+cliAsset(t, "examples/fung-sample"),
-		"--set", "output.dir="+out, "--set", "training.max_steps=4", "--set", "eval.every=0",
+		"--set", "output.dir="+out, "--set", "training.max_steps=4", "--set", "eval.every=0", "--set", "optimizer.lr=1e-2",
 		"--set", "training.save_every=0", "--set", "lora.num_layers=4",
 		"--set", "lora.keys=[self_attn.q_proj,self_attn.k_proj,self_attn.v_proj,mlp.down_proj]")
 	if err != nil {
@@ -175,7 +176,7 @@ func TestExportGGUFSmolLM2LlamaCpp(t *testing.T) {
 		t.Logf("llama.cpp vs fungtrain on the F16 file, %d positions of 4 prompts: %v", all.rows, all)
 		// llama.cpp rounds activations to float16 for F16 matrix products
 		// and keeps the KV cache in float16; fungtrain runs float32.
-		// Measured: max 0.052, mean 0.0062, every argmax equal.
+		// Measured: max 0.054, mean 0.0064, every argmax equal.
 		const maxTol, meanTol, tieGap = 0.2, 0.02, 0.1
 		if all.maxAbs > maxTol || all.meanAbs > meanTol {
 			t.Errorf("logits differ: %v (tolerance max %g, mean %g)", all, maxTol, meanTol)
@@ -247,7 +248,7 @@ func TestExportGGUFSmolLM2LlamaCpp(t *testing.T) {
 		cpp, file, source, base := mean(ans.Logprobs), mean(onFile), mean(onSource), mean(onBase)
 		t.Logf("mean log-likelihood of %d answer tokens: llama.cpp on Q8_0 %.4f, fungtrain on Q8_0 %.4f, fungtrain on the source + adapter %.4f, base model without the adapter %.4f",
 			len(prompts[0].Targets.IDs)+len(prompts[1].Targets.IDs)+len(prompts[2].Targets.IDs), cpp, file, source, base)
-		const tol = 0.02 // nats per token; measured 0.005
+		const tol = 0.01 // nats per token; measured 0.0034 (the adapter moves it by 0.064)
 		if math.Abs(cpp-file) > tol || math.Abs(cpp-source) > tol {
 			t.Errorf("mean log-likelihoods differ by more than %g nats/token: llama.cpp %.4f, fungtrain on the file %.4f, on the source %.4f", tol, cpp, file, source)
 		}
