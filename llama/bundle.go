@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+
+	"github.com/fungtrain/fungtrain/internal/gguf"
 )
 
 // Bundle is everything needed to chat with a model: the weights, the
@@ -20,6 +22,9 @@ type Bundle struct {
 	// metadata, and the chat template's end-of-turn token) plus the model
 	// config's eos ids.
 	StopIDs []int32
+	// GGUF is the header of the GGUF file the model came from (nil for a
+	// model directory): its metadata, tokenizer included, for export.
+	GGUF *gguf.Info
 }
 
 // Open loads the model at path (an HF or MLX-community model directory, or
@@ -42,10 +47,12 @@ func Open(path string, opts LoadOptions, tokOpts ...TokenizerOption) (*Bundle, e
 	// The config (an unsupported architecture is the first thing to report)
 	// and the tokenizer before the weights: both are cheap, and their errors
 	// should not wait for gigabytes of weights to load.
+	// A GGUF file's header is read once, here, and serves the config, the
+	// tokenizer and the weights.
 	var tok *Tokenizer
+	var info *gguf.Info
 	if isGGUF {
-		info, err := ReadGGUFInfo(path)
-		if err != nil {
+		if info, err = gguf.ReadInfo(path); err != nil {
 			return nil, fmt.Errorf("open model: %w", err)
 		}
 		if _, err := ConfigFromGGUF(info); err != nil {
@@ -62,12 +69,17 @@ func Open(path string, opts LoadOptions, tokOpts ...TokenizerOption) (*Bundle, e
 			return nil, fmt.Errorf("open model: %w", err)
 		}
 	}
-	m, err := LoadModel(path, opts)
+	var m *Model
+	if isGGUF {
+		m, err = loadGGUF(info, opts)
+	} else {
+		m, err = LoadModel(path, opts)
+	}
 	if err != nil {
 		tok.Close()
 		return nil, err
 	}
-	b := &Bundle{Path: path, Model: m, Tokenizer: tok}
+	b := &Bundle{Path: path, Model: m, Tokenizer: tok, GGUF: info}
 	if v, mv := tok.VocabSize(), m.Config.VocabSize; v > mv {
 		b.Close()
 		return nil, fmt.Errorf("open model %s: the tokenizer has %d tokens but the model's vocab_size is %d", path, v, mv)

@@ -334,13 +334,21 @@ func (a *Adapters) Save(dir string) error {
 	return atomicfile.WriteFile(filepath.Join(dir, "adapter_config.json"), append(b, '\n'))
 }
 
-// Load reads an adapter directory written by fungtrain or mlx-lm and
-// installs it in m.
+// Load reads an adapter directory written by fungtrain, mlx-lm or PEFT
+// (detected from adapter_config.json's peft_type, see peft.go) and installs
+// it in m.
 func Load(m *llama.Model, dir string) (*Adapters, error) {
 	cfgPath := filepath.Join(dir, "adapter_config.json")
 	b, err := os.ReadFile(cfgPath)
 	if err != nil {
 		return nil, fmt.Errorf("load adapter: %w", err)
+	}
+	if isPEFTConfig(b) {
+		s, tensors, err := readPEFT(dir, b, len(m.Layers))
+		if err != nil {
+			return nil, err
+		}
+		return install(m, s, tensors, cfgPath, filepath.Join(dir, peftWeights))
 	}
 	s, err := parseAdapterConfig(cfgPath, b, len(m.Layers))
 	if err != nil {
@@ -351,19 +359,33 @@ func Load(m *llama.Model, dir string) (*Adapters, error) {
 	if err != nil {
 		return nil, err
 	}
-	defer func() {
-		for _, t := range tensors {
-			t.Free()
-		}
-	}()
 	if len(s.Keys) == 0 {
 		// mlx-lm's default lora_parameters have no keys; it then adapts
 		// every linear layer of the block (older versions used q and v).
 		// The tensors say which it was.
 		s.Keys = keysOf(tensors)
 		if len(s.Keys) == 0 {
+			freeTensors(tensors)
 			return nil, fmt.Errorf("%s: lora_parameters.keys is missing and %s has no model.layers.N.<module>.lora_a tensors", cfgPath, wPath)
 		}
+	}
+	return install(m, s, tensors, cfgPath, wPath)
+}
+
+func freeTensors(tensors map[string]*mlx.Array) {
+	for _, t := range tensors {
+		t.Free()
+	}
+}
+
+// install checks settings s against m, applies adapters and sets their A
+// and B from tensors (mlx-lm names and orientation: NAME.lora_a (in, r),
+// NAME.lora_b (r, out)), which it frees. cfgPath and wPath name the files
+// in errors.
+func install(m *llama.Model, s Settings, tensors map[string]*mlx.Array, cfgPath, wPath string) (*Adapters, error) {
+	defer freeTensors(tensors)
+	if err := s.Validate(len(m.Layers)); err != nil {
+		return nil, fmt.Errorf("%s: %w (an adapter for another base model?)", cfgPath, err)
 	}
 	a, err := Apply(m, s, 0)
 	if err != nil {
@@ -378,11 +400,14 @@ func Load(m *llama.Model, dir string) (*Adapters, error) {
 			t, ok := tensors[name+part.suffix]
 			if !ok {
 				a.Remove()
+				if top := topLayer(tensors); top >= len(m.Layers) {
+					return nil, fmt.Errorf("%s: missing tensor %s; the adapter has layer %d but the model has %d layers: an adapter for another base model", wPath, name+part.suffix, top, len(m.Layers))
+				}
 				return nil, fmt.Errorf("%s: missing tensor %s", wPath, name+part.suffix)
 			}
 			if want := (*part.dst).Shape(); fmt.Sprint(t.Shape()) != fmt.Sprint(want) {
 				a.Remove()
-				return nil, fmt.Errorf("%s: tensor %s has shape %v, want %v", wPath, name+part.suffix, t.Shape(), want)
+				return nil, fmt.Errorf("%s: tensor %s has shape %v, but this model needs %v: the adapter was trained for another base model", wPath, name+part.suffix, t.Shape(), want)
 			}
 			(*part.dst).Free()
 			*part.dst = mlx.AsType(t, mlx.Float32)
@@ -404,6 +429,20 @@ func Load(m *llama.Model, dir string) (*Adapters, error) {
 		return nil, fmt.Errorf("load %s: %w", wPath, err)
 	}
 	return a, nil
+}
+
+// topLayer is the highest N of the model.layers.N.* tensors, or -1.
+func topLayer(tensors map[string]*mlx.Array) int {
+	top := -1
+	for name := range tensors {
+		if rest, ok := strings.CutPrefix(name, "model.layers."); ok {
+			var n int
+			if _, err := fmt.Sscanf(rest, "%d.", &n); err == nil {
+				top = max(top, n)
+			}
+		}
+	}
+	return top
 }
 
 // keysOf lists the module paths (in ModulePaths order) that have

@@ -14,6 +14,8 @@ import (
 	"sort"
 	"strings"
 	"unsafe"
+
+	"github.com/fungtrain/fungtrain/internal/gguf"
 )
 
 func splitBlob(p *C.char, n C.size_t) []string {
@@ -132,11 +134,18 @@ type GGUFFile struct {
 }
 
 // LoadGGUF loads a GGUF file through MLX. The file's header and tables are
-// checked first (checkGGUF), so a truncated or corrupt file is an error,
-// not a crash inside MLX's parser.
+// read and checked first (gguf.ReadInfo, then CheckMLX), so a truncated or
+// corrupt file is an error, not a crash inside MLX's parser. MLX converts
+// BF16 tensors to float16 (values past ±65504 become ±Inf), so fungtrain's
+// model loader reads GGUF tensors itself (llama.LoadModel); this binding
+// remains for inspecting files MLX's way.
 func LoadGGUF(path string) (*GGUFFile, error) {
-	if err := checkGGUF(path); err != nil {
-		return nil, fmt.Errorf("load gguf %s: %w", path, err)
+	info, err := gguf.ReadInfo(path)
+	if err != nil {
+		return nil, fmt.Errorf("load gguf: %w", err)
+	}
+	if err := info.CheckMLX(); err != nil {
+		return nil, fmt.Errorf("load gguf: %w", err)
 	}
 	cp := C.CString(path)
 	defer C.free(unsafe.Pointer(cp))

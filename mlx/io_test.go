@@ -12,6 +12,8 @@ import (
 	"testing"
 
 	"github.com/x448/float16"
+
+	"github.com/fungtrain/fungtrain/internal/gguf"
 )
 
 func listDir(t *testing.T, dir string) []string {
@@ -588,8 +590,10 @@ func TestGGUFRealFile(t *testing.T) {
 	if _, err := os.Stat(p); err != nil {
 		t.Fatalf("test asset %s is missing (%v): run ./build.sh test to fetch it", p, err)
 	}
-	if err := checkGGUF(p); err != nil {
-		t.Fatalf("checkGGUF refuses a real file: %v", err)
+	if info, err := gguf.ReadInfo(p); err != nil {
+		t.Fatalf("gguf.ReadInfo refuses a real file: %v", err)
+	} else if err := info.CheckMLX(); err != nil {
+		t.Fatalf("CheckMLX refuses a real file: %v", err)
 	}
 	inMLX(t, func() error {
 		f, err := LoadGGUF(p)

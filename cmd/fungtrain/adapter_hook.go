@@ -8,8 +8,8 @@ import (
 	"github.com/fungtrain/fungtrain/lora"
 )
 
-// applyAdapter loads the LoRA adapter saved in dir (by fungtrain or
-// mlx-lm) onto m, for generate's --adapter flag. It runs on the MLX
+// applyAdapter loads the LoRA adapter saved in dir (by fungtrain, mlx-lm
+// or PEFT) onto m, for generate's --adapter flag. It runs on the MLX
 // thread, after the model is loaded and before the prompt is processed.
 // The adapter stays installed for the life of the model.
 func applyAdapter(m *llama.Model, dir string) error {

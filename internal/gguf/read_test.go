@@ -1,4 +1,4 @@
-package llama
+package gguf
 
 import (
 	"bytes"
@@ -9,9 +9,8 @@ import (
 	"testing"
 )
 
-func TestGGUFSmolLM2Metadata(t *testing.T) {
-	path := requireAsset(t, smolLM2GGUF)
-	g, err := ReadGGUFInfo(path)
+func TestReadSmolLM2Metadata(t *testing.T) {
+	g, err := ReadInfo(asset(t, smolLM2))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -81,7 +80,7 @@ func TestGGUFSmolLM2Metadata(t *testing.T) {
 		t.Errorf("token_embd shape %v", s)
 	}
 	q, ok := g.Tensor("blk.0.attn_q.weight")
-	if !ok || q.Type != GGMLTypeQ4_1 || q.Size != 576*576/32*20 {
+	if !ok || q.Type != Q4_1 || q.Size != 576*576/32*20 {
 		t.Errorf("blk.0.attn_q.weight = %+v", q)
 	}
 	k, _ := g.Tensor("blk.0.attn_k.weight")
@@ -99,12 +98,18 @@ func TestGGUFSmolLM2Metadata(t *testing.T) {
 	}
 }
 
-func TestGGUFBadInput(t *testing.T) {
-	good := writeTestGGUF(t, []ggufTestKV{
-		{"general.architecture", "llama"},
-		{"tokenizer.ggml.tokens", []string{"a", "b", "c"}},
-	}, []ggufTestTensor{{"w", []uint64{32, 4}, GGMLTypeQ8_0}})
-	gi, err := ParseGGUF(bytes.NewReader(good), int64(len(good)), "good.gguf")
+// The small valid file the bad-input tests and the fuzz targets start from.
+var (
+	goodKVs = []kv{
+		{"general.architecture", String("llama")},
+		{"tokenizer.ggml.tokens", Strings([]string{"a", "b", "c"})},
+	}
+	goodTensors = []tensorSpec{{Name: "w", Type: Q8_0, Shape: []int64{4, 32}}}
+)
+
+func TestReadBadInput(t *testing.T) {
+	good := encode(t, goodKVs, goodTensors)
+	gi, err := Parse(bytes.NewReader(good), int64(len(good)), "good.gguf")
 	if err != nil {
 		t.Fatalf("good file: %v", err)
 	}
@@ -151,7 +156,7 @@ func TestGGUFBadInput(t *testing.T) {
 			if c.name == "empty" {
 				path = write("empty.gguf", nil)
 			}
-			_, err := ReadGGUFInfo(path)
+			_, err := ReadInfo(path)
 			if err == nil {
 				t.Fatal("no error")
 			}
@@ -170,7 +175,7 @@ func TestGGUFBadInput(t *testing.T) {
 	// Every truncation of a valid file before the end of its tensor data is
 	// an error, never a panic.
 	for n := 0; n < dataEnd; n++ {
-		if _, err := ParseGGUF(bytes.NewReader(good[:n]), int64(n), "cut.gguf"); err == nil {
+		if _, err := Parse(bytes.NewReader(good[:n]), int64(n), "cut.gguf"); err == nil {
 			t.Fatalf("truncated to %d of %d bytes: no error", n, len(good))
 		}
 	}
@@ -180,11 +185,11 @@ func TestGGUFBadInput(t *testing.T) {
 		for _, v := range []byte{0xff, 0x00, 0x7f} {
 			b := append([]byte(nil), good...)
 			b[i] = v
-			_, _ = ParseGGUF(bytes.NewReader(b), int64(len(b)), "flip.gguf")
+			_, _ = Parse(bytes.NewReader(b), int64(len(b)), "flip.gguf")
 		}
 	}
 
-	if _, err := ReadGGUFInfo(filepath.Join(dir, "does-not-exist.gguf")); err == nil || !strings.Contains(err.Error(), "does-not-exist.gguf") {
+	if _, err := ReadInfo(filepath.Join(dir, "does-not-exist.gguf")); err == nil || !strings.Contains(err.Error(), "does-not-exist.gguf") {
 		t.Errorf("missing file: %v", err)
 	}
 }
