@@ -242,6 +242,13 @@ def main():
     run = Runner(a)
     sections = [s for s in a.sections.split(",") if s]
 
+    def save():
+        # After every section: a crash in a later one (bitsandbytes' native
+        # code) must not lose the figures already measured.
+        if a.out:
+            with open(a.out, "w") as f:
+                f.write(json.dumps(out) + "\n")
+
     def section(name, f):
         t = time.time()
         try:
@@ -250,6 +257,7 @@ def main():
             out[name] = {"error": traceback.format_exc()}
         out[name]["section_seconds"] = time.time() - t
         print(name, json.dumps(out[name]), file=sys.stderr, flush=True)
+        save()
 
     base = None
     if any(s in sections for s in ("realwork", "seq1024", "decode")):
@@ -272,11 +280,8 @@ def main():
             out["qlora"] = {"skipped": f"bitsandbytes does not import: {e!r}"}
         else:
             section("qlora", lambda: run.seq(run.quantize_4bit(run.base())))
-    text = json.dumps(out)
-    if a.out:
-        with open(a.out, "w") as f:
-            f.write(text + "\n")
-    print(text)
+    save()
+    print(json.dumps(out))
 
 
 if __name__ == "__main__":
