@@ -54,7 +54,7 @@ if [ "$LOCAL" = 1 ]; then
   STEPS=${STEPS_LOCAL:-3} WARMUP=1 ROUNDS=1 SEQ=256 SEQ_STEPS=3 SEQ_WARMUP=1 GROUP=32
 else
   # shellcheck source=bench/gpu_env.sh
-  source bench/gpu_env.sh
+  source bench/gpu_env.sh || { echo "realwork_gpu.sh: bench/gpu_env.sh failed" >&2; exit 1; }
 fi
 GROUP=${GROUP:-64}
 FT="$ROOT/bin/fungtrain"
