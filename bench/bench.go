@@ -6,13 +6,10 @@ package bench
 import (
 	"context"
 	"fmt"
-	"io"
-	"log/slog"
 	"math/rand/v2"
 	"os"
 	"strings"
 	"syscall"
-	"time"
 
 	"github.com/fungtrain/fungtrain/llama"
 	"github.com/fungtrain/fungtrain/lora"
@@ -38,35 +35,62 @@ type Options struct {
 	Sequential bool    // training.sequential
 	Seed       uint64
 	PromptFrac float64 // training: share of each sequence that is prompt (not loss-counted)
+
+	GradAccum  int      // micro-batches per optimizer step (training.grad_accumulation)
+	Lengths    string   // a dataset directory, a lengths file or a spec (see ResolveLengths); "": --seq
+	Tokenizer  string   // the tokenizer directory for a dataset --lengths (default: the model's)
+	Sets       []string // run-config overrides, section.key=value, applied last
+	Dequantize string   // llama.LoadOptions.Dequantize: auto, yes or no
+	PeakTFLOPs float64  // the device's dense peak, for MFU
 }
 
 // TrainResult is one training measurement.
 type TrainResult struct {
-	Shape               string            `json:"shape"`
-	Dtype               string            `json:"dtype"`
-	Backend             string            `json:"backend"`
-	Seq                 int               `json:"seq"`
-	Batch               int               `json:"batch"`
-	Steps               int               `json:"steps"`
-	Warmup              int               `json:"warmup"`
-	LoRAKeys            string            `json:"lora_keys"`
-	LoRALayers          int               `json:"lora_layers"`
-	Rank                int               `json:"rank"`
-	TrainableParams     int               `json:"trainable_params"`
-	GradCheckpoint      bool              `json:"grad_checkpoint"`
-	Compiled            bool              `json:"compiled"`
-	LossChunk           int               `json:"loss_chunk"`
-	Sequential          bool              `json:"sequential"`
-	MLXEnv              map[string]string `json:"mlx_env,omitempty"` // MLX_* settings in the environment
-	MemoryLimitGiB      float64           `json:"memory_limit_gib"`  // 0: MLX's default
-	StepSeconds         float64           `json:"step_seconds"`
-	TokensPerSec        float64           `json:"tokens_per_sec"`
-	CountedTokensPerSec float64           `json:"counted_tokens_per_sec"`
-	PeakMemoryGiB       float64           `json:"peak_memory_gib"`
-	MaxRSSGiB           float64           `json:"max_rss_gib"`
-	WeightsGiB          float64           `json:"weights_gib"`      // MLX active memory after loading
-	ForwardPeakGiB      float64           `json:"forward_peak_gib"` // peak of one forward pass with the loss, no gradients
-	FinalLoss           float64           `json:"final_loss"`
+	Shape               string              `json:"shape"`
+	Dtype               string              `json:"dtype"`
+	Backend             string              `json:"backend"`
+	Quantized           string              `json:"quantized,omitempty"` // e.g. "4-bit, group 64"; "" when dense
+	Seq                 int                 `json:"seq"`                 // 0 with --lengths
+	Batch               int                 `json:"batch"`
+	GradAccum           int                 `json:"grad_accum"`
+	Steps               int                 `json:"steps"` // measured optimizer steps
+	Warmup              int                 `json:"warmup"`
+	LoRAKeys            string              `json:"lora_keys"`
+	LoRALayers          int                 `json:"lora_layers"`
+	Rank                int                 `json:"rank"`
+	TrainableParams     int                 `json:"trainable_params"`
+	GradCheckpoint      bool                `json:"grad_checkpoint"`
+	Compiled            bool                `json:"compiled"`
+	LossChunk           int                 `json:"loss_chunk"`
+	Sequential          bool                `json:"sequential"`
+	MLXEnv              map[string]string   `json:"mlx_env,omitempty"` // MLX_* settings in the environment
+	MemoryLimitGiB      float64             `json:"memory_limit_gib"`  // 0: MLX's default
+	Sets                []string            `json:"sets,omitempty"`    // --set overrides
+	Training            lora.TrainingConfig `json:"training"`          // the resolved training section
+	MaxSeqLength        int                 `json:"max_seq_length"`
+	LengthsSource       string              `json:"lengths_source,omitempty"`
+	Lengths             Stats               `json:"lengths"` // of the examples trained on
+	StepSeconds         float64             `json:"step_seconds"`
+	StepsPerSec         float64             `json:"steps_per_sec"`          // optimizer steps
+	TokensPerSec        float64             `json:"tokens_per_sec"`         // non-padding input tokens
+	CountedTokensPerSec float64             `json:"counted_tokens_per_sec"` // loss-counted tokens
+	FLOPsPerToken       FLOPs               `json:"flops_per_token"`
+	AchievedTFLOPs      float64             `json:"achieved_tflops"`
+	PeakTFLOPs          float64             `json:"peak_tflops"`
+	MFU                 float64             `json:"mfu"` // achieved over peak
+	PeakMemoryGiB       float64             `json:"peak_memory_gib"`
+	MaxRSSGiB           float64             `json:"max_rss_gib"`
+	WeightsGiB          float64             `json:"weights_gib"`      // MLX active memory after loading
+	ForwardPeakGiB      float64             `json:"forward_peak_gib"` // peak of one forward pass with the loss, no gradients
+	FinalLoss           float64             `json:"final_loss"`
+	// Cold start: seconds from the start of the measurement (before the
+	// model is read) to the model loaded and to the first optimizer step
+	// done, the warm-up's length, and the first step's end as Unix time
+	// (for a harness that knows when it started the process).
+	LoadSeconds      float64 `json:"load_seconds"`
+	FirstStepSeconds float64 `json:"first_step_seconds"`
+	FirstStepUnix    float64 `json:"first_step_unix"`
+	WarmupSeconds    float64 `json:"warmup_seconds"`
 }
 
 // GenResult is one generation measurement.
@@ -106,7 +130,7 @@ func MaxRSS() int64 {
 // loadModel builds the model to measure, on the MLX thread.
 func loadModel(o Options) (*llama.Model, string, error) {
 	if o.Model != "" {
-		m, err := llama.LoadModel(o.Model, llama.LoadOptions{Dtype: o.Dtype})
+		m, err := llama.LoadModel(o.Model, llama.LoadOptions{Dtype: o.Dtype, Dequantize: o.Dequantize})
 		return m, o.Model, err
 	}
 	cfg, err := llama.ShapeConfig(o.Shape)
@@ -141,74 +165,6 @@ func SyntheticSplit(n, seq, vocab int, promptFrac float64, seed uint64) *trainda
 		s.Examples = append(s.Examples, ex)
 	}
 	return s
-}
-
-// Train measures LoRA training steps. Call it on the MLX thread.
-func Train(o Options) (*TrainResult, error) {
-	m, name, err := loadModel(o)
-	if err != nil {
-		return nil, err
-	}
-	defer m.Free()
-	weights := mlx.ActiveMemory()
-	s := o.LoRA
-	if s.NumLayers > len(m.Layers) {
-		s.NumLayers = len(m.Layers)
-	}
-	cfg := lora.DefaultRunConfig()
-	cfg.LoRA = s
-	cfg.Training.BatchSize = o.Batch
-	cfg.Training.GradAccumulation = 1
-	cfg.Training.GradCheckpoint = o.GradCkpt
-	cfg.Training.Compile = !o.NoCompile
-	cfg.Training.LossChunk = o.LossChunk
-	cfg.Training.MemoryLimitGB = o.MemLimitGB
-	cfg.Training.Sequential = o.Sequential
-	cfg.Training.Seed = o.Seed
-	total := o.Warmup + o.Steps
-	cfg.Training.MaxSteps = total
-	split := SyntheticSplit(o.Batch*total, o.Seq, m.Config.VocabSize, o.PromptFrac, o.Seed)
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	tr, err := lora.NewTrainer(cfg, m, split, split, 0, lora.RunMetadata{}, log)
-	if err != nil {
-		return nil, err
-	}
-	defer tr.Close()
-	res := &TrainResult{Shape: name, Dtype: m.Dtype.String(), Backend: mlx.Backend(), Seq: o.Seq, Batch: o.Batch,
-		Steps: o.Steps, Warmup: o.Warmup, LoRAKeys: fmt.Sprint(s.ResolvedKeys()), LoRALayers: s.NumLayers,
-		Rank: s.Rank, TrainableParams: tr.Adapters.NumParams(), GradCheckpoint: o.GradCkpt, Compiled: !o.NoCompile,
-		LossChunk: o.LossChunk, MemoryLimitGiB: o.MemLimitGB, Sequential: o.Sequential, MLXEnv: mlxEnv()}
-	for i := 0; i < o.Warmup; i++ {
-		if _, err := tr.Step(); err != nil {
-			return nil, fmt.Errorf("warm-up step %d: %w", i+1, err)
-		}
-	}
-	mlx.ClearCache()
-	mlx.ResetPeakMemory()
-	one := &traindata.Split{Name: "probe", Examples: split.Examples[:o.Batch]}
-	if _, _, err := lora.EvaluateLoss(m, one, o.Batch, 1, 0); err != nil {
-		return nil, err
-	}
-	res.WeightsGiB, res.ForwardPeakGiB = GiB(weights), GiB(mlx.PeakMemory())
-	mlx.ResetPeakMemory()
-	var tokens, counted int
-	t0 := time.Now()
-	for i := 0; i < o.Steps; i++ {
-		st, err := tr.Step()
-		if err != nil {
-			return nil, fmt.Errorf("step %d: %w", i+1, err)
-		}
-		tokens += st.Tokens
-		counted += st.Counted
-		res.FinalLoss = st.Loss
-	}
-	el := time.Since(t0).Seconds()
-	res.StepSeconds = el / float64(max(o.Steps, 1))
-	res.TokensPerSec = PerSecond(tokens, el)
-	res.CountedTokensPerSec = PerSecond(counted, el)
-	res.PeakMemoryGiB = GiB(mlx.PeakMemory())
-	res.MaxRSSGiB = GiB(MaxRSS())
-	return res, nil
 }
 
 // Generate measures prefill and greedy decoding. Call it on the MLX thread.

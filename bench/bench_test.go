@@ -2,6 +2,7 @@ package bench
 
 import (
 	"math"
+	"strings"
 	"testing"
 
 	"github.com/fungtrain/fungtrain/lora"
@@ -110,5 +111,78 @@ func TestTrainCountsTokens(t *testing.T) {
 	}
 	if r.PeakMemoryGiB <= 0 || r.WeightsGiB <= 0 || r.ForwardPeakGiB < r.WeightsGiB {
 		t.Errorf("memory figures: peak %g, weights %g, forward %g", r.PeakMemoryGiB, r.WeightsGiB, r.ForwardPeakGiB)
+	}
+}
+
+// TestRunConfigOverrides: the bench flags become run-config overrides and
+// --set values are applied after them (the later one wins); unknown keys
+// and bad values are errors naming the key.
+func TestRunConfigOverrides(t *testing.T) {
+	o := Options{Batch: 2, GradAccum: 8, LossChunk: 256, LoRA: lora.DefaultSettings(), Seed: 7, Warmup: 2, Steps: 3}
+	cfg, err := RunConfig(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Training.BatchSize != 2 || cfg.Training.GradAccumulation != 8 || cfg.Training.MaxSteps != 5 ||
+		cfg.Training.Seed != 7 || cfg.Eval.Every != 0 || cfg.Training.SaveEvery != 0 || cfg.Data.MaxSeqLength != 1024 {
+		t.Errorf("config from flags: %+v, data %+v", cfg.Training, cfg.Data.Config)
+	}
+	o.Sets = []string{"training.grad_accumulation=4", "training.loss_chunk=64", "data.max_seq_length=512", "lora.rank=3"}
+	if cfg, err = RunConfig(o); err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Training.GradAccumulation != 4 || cfg.Training.LossChunk != 64 || cfg.Data.MaxSeqLength != 512 || cfg.LoRA.Rank != 3 {
+		t.Errorf("--set did not win: %+v, rank %d, max_seq_length %d", cfg.Training, cfg.LoRA.Rank, cfg.Data.MaxSeqLength)
+	}
+	for set, want := range map[string]string{
+		"training.bogus=1":           "unknown key training.bogus",
+		"training.batch_size=two":    "training.batch_size",
+		"training.grad_accumulation": "want section.key=value",
+	} {
+		o.Sets = []string{set}
+		if _, err := RunConfig(o); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("--set %s: %v, want an error containing %q", set, err, want)
+		}
+	}
+}
+
+// TestTrainRealWorkload: with a length distribution and accumulation, one
+// optimizer step is grad-accum examples: on examples of 100 tokens with
+// a 30-token prompt, 4 × 99 input tokens and 4 × 70 loss-counted ones per
+// step, so the rates stand in those ratios to the step rate. MFU is
+// tokens/s × FLOPs per token over the peak, the attention context that of
+// 99-input sequences, and a --set reaches the trainer.
+func TestTrainRealWorkload(t *testing.T) {
+	var r *TrainResult
+	err := mlx.Do(func() error {
+		var err error
+		r, err = Train(Options{Shape: "tiny", Dtype: "f32", Batch: 1, GradAccum: 8, Steps: 2, Warmup: 1,
+			Lengths: "mean:100,max:100,min:100,prompt:0.3,n:6", LoRA: lora.DefaultSettings(), Seed: 3,
+			PeakTFLOPs: 0.5, Sets: []string{"training.grad_accumulation=4"}})
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.GradAccum != 4 || r.Training.GradAccumulation != 4 || r.Seq != 0 || len(r.Sets) != 1 {
+		t.Errorf("result: accumulation %d, seq %d, sets %v", r.GradAccum, r.Seq, r.Sets)
+	}
+	if got := r.TokensPerSec / r.StepsPerSec; math.Abs(got-4*99) > 1e-6 {
+		t.Errorf("%g input tokens per optimizer step, want 396", got)
+	}
+	if got := r.CountedTokensPerSec / r.StepsPerSec; math.Abs(got-4*70) > 1e-6 {
+		t.Errorf("%g counted tokens per optimizer step, want 280", got)
+	}
+	if math.Abs(r.StepSeconds*r.StepsPerSec-1) > 1e-9 {
+		t.Errorf("step seconds %g and steps/s %g disagree", r.StepSeconds, r.StepsPerSec)
+	}
+	if r.Lengths.MeanAttention != 50 || r.Lengths.MeanTokens != 100 {
+		t.Errorf("lengths %+v: 99 inputs attend (99+1)/2 = 50 positions on average", r.Lengths)
+	}
+	if want := r.TokensPerSec * r.FLOPsPerToken.Total / 0.5e12; math.Abs(r.MFU-want) > 1e-12 || r.MFU <= 0 {
+		t.Errorf("MFU %g, want %g", r.MFU, want)
+	}
+	if !(r.LoadSeconds > 0 && r.FirstStepSeconds > r.LoadSeconds && r.FirstStepUnix > 1.7e9) {
+		t.Errorf("cold start: load %g s, first step %g s (unix %f)", r.LoadSeconds, r.FirstStepSeconds, r.FirstStepUnix)
 	}
 }

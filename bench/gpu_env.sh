@@ -2,11 +2,34 @@
 # bench/gpu_env.sh: source it on the NVIDIA machine to unpack the carried MLX
 # CUDA libraries and fungtrain binary (see bench/gpu.sh) and set the
 # environment they need. Run from the repository root.
+#
+# Carried (docs/BENCHMARKS.md, "The CUDA run") into any .gpuN folder, or left
+# in /tmp/fgt-carry by an earlier call (one call carries at most 64 MiB, and
+# /tmp lasts while the machine is kept):
+#   .gpu*/part.*        the mlx-cuda-13 wheel's mlx/lib, mlx/include (NVRTC
+#                       compiles the quantized kernels against its cute/ and
+#                       cutlass/ headers at run time) and mlx_cuda_13.libs, as
+#                       one tar.xz split by name order (part.aa, part.ab, ...)
+#   .gpu*/fungtrain.xz  bin/fungtrain (or bin/fungtrain itself, carried)
+#   .gpu*/*.whl         the mlx (cp312) and mlx-lm wheels, and optionally
+#                       bitsandbytes (the QLoRA anchor)
 if [ ! -f third_party/mlx/mlx/lib/libmlx.so ]; then
+  mapfile -t FGT_PARTS < <(ls .gpu*/part.* /tmp/fgt-carry/part.* 2>/dev/null |
+    awk -F/ '!seen[$NF]++ {print $NF "\t" $0}' | sort | cut -f2)
+  if [ ${#FGT_PARTS[@]} -eq 0 ]; then
+    echo "gpu_env.sh: no MLX CUDA library parts (.gpu*/part.* or /tmp/fgt-carry/part.*) to unpack" >&2
+    return 1 2>/dev/null || exit 1
+  fi
   mkdir -p third_party/mlx
-  cat .gpu1/part.* .gpu2/part.* | xz -d | tar -x -C third_party/mlx
+  cat "${FGT_PARTS[@]}" | xz -d | tar -x -C third_party/mlx
 fi
-mkdir -p bin && xz -d -c .gpu2/fungtrain.xz > bin/fungtrain && chmod +x bin/fungtrain
+[ -d third_party/mlx/mlx/include/cute ] ||
+  echo "gpu_env.sh: warning: third_party/mlx/mlx/include/cute is missing: quantized (4-bit) kernels will not compile" >&2
+mkdir -p bin
+for f in /tmp/fgt-carry/fungtrain.xz .gpu*/fungtrain.xz; do
+  [ -f "$f" ] && xz -d -c "$f" > bin/fungtrain && chmod +x bin/fungtrain
+done
+[ -x bin/fungtrain ] || echo "gpu_env.sh: no bin/fungtrain (carry .gpuN/fungtrain.xz)" >&2
 NV=/opt/torch/.venv/lib/python3.12/site-packages/nvidia
 LD=""
 for d in cu13 cublas cuda_nvrtc cuda_runtime cudnn cufft nccl cusolver nvjitlink; do
@@ -28,8 +51,13 @@ done
 export CUDA_HOME CUDA_PATH="$CUDA_HOME"
 echo "CUDA_HOME=${CUDA_HOME:-unset}"
 SITE=/tmp/fungtrain-site
-rm -rf "$SITE" && python3 -m pip install -q --no-index --no-deps --no-compile --target "$SITE" .gpu2/*.whl
+mapfile -t FGT_WHEELS < <(ls .gpu*/*.whl /tmp/fgt-carry/*.whl 2>/dev/null | awk -F/ '!seen[$NF]++')
+rm -rf "$SITE" && python3 -m pip install -q --no-index --no-deps --no-compile --target "$SITE" "${FGT_WHEELS[@]}"
 cp -r third_party/mlx/mlx/lib "$SITE/mlx/lib"
+# libmlx finds the headers NVRTC needs (CCCL, cute, cutlass) beside its own
+# folder: ../include.
+ln -sfn "$PWD/third_party/mlx/mlx/include" "$SITE/mlx/include"
 cp -r third_party/mlx/mlx_cuda_13.libs "$SITE/"
 export PYTHONPATH="$SITE"
 export PYTHONUNBUFFERED=1
+export NCCL_NVLS_ENABLE=0
