@@ -75,9 +75,8 @@ var outOfMemoryTexts = []string{
 }
 
 var (
-	nonFiniteRE   = regexp.MustCompile(`(loss|gradient norm) is (NaN|\+Inf|-Inf)`)
-	launchRankRE  = regexp.MustCompile(`^launch: rank (\d+) (exited with status (\d+)|was killed by signal)`)
-	trainCommands = map[string]bool{"train": true, "bench": true}
+	nonFiniteRE  = regexp.MustCompile(`(loss|gradient norm) is (NaN|\+Inf|-Inf)`)
+	launchRankRE = regexp.MustCompile(`^launch: rank (\d+) (exited with status (\d+)|was killed by signal)`)
 )
 
 func containsAny(s string, subs []string) bool {
@@ -95,9 +94,11 @@ var hints = []hint{
 		switch {
 		case !containsAny(msg, outOfMemoryTexts):
 			return ""
-		case trainCommands[command]:
+		case command == "train":
 			return "out of memory: lower data.max_seq_length or training.batch_size (raise training.grad_accumulation to keep the batch), " +
 				"set training.grad_checkpoint: true, put LoRA on fewer layers (lora.num_layers), or train a 4-bit model"
+		case command == "bench":
+			return "out of memory: lower --seq or --batch, add --grad-checkpoint, or put LoRA on fewer layers (--lora-layers)"
 		}
 		return "out of memory: use a 4-bit or smaller model, a shorter prompt or fewer --max-tokens, and quit other programs that use the GPU"
 	}},
