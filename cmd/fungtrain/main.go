@@ -6,13 +6,13 @@ package main
 
 import (
 	"errors"
-	"fmt"
 	"os"
 )
 
 func main() {
-	if err := newRootCmd().Execute(); err != nil {
-		fmt.Fprintln(os.Stderr, "error:", err)
+	cmd, err := newRootCmd().ExecuteC()
+	if err != nil {
+		printError(os.Stderr, cmd, err)
 		os.Exit(exitCode(err))
 	}
 }

@@ -35,6 +35,7 @@ func newRootCmd() *cobra.Command {
 				return err
 			}
 			slog.SetDefault(logger)
+			warnSlowBLAS(cmd)
 			if g.cpuProfile != "" {
 				f, err := os.Create(g.cpuProfile)
 				if err != nil {
