@@ -175,6 +175,7 @@ func (b *Batch) Add(r SeqRequest) error {
 		return err
 	}
 	sq := &seqState{req: r, stop: map[int32]bool{}, sampler: newSampler(r.Sample), added: time.Now()}
+	sq.sampler.promptLen = len(r.Prompt)
 	for _, id := range r.StopIDs {
 		sq.stop[id] = true
 	}

@@ -35,6 +35,7 @@ func stepwise(m *Model, prompt []int32, opts GenerateOptions) ([]int32, []float6
 		}
 	}
 	smp := newSampler(opts.Sample)
+	smp.promptLen = len(prompt)
 	history := slices.Clone(prompt)
 	in := prompt[len(prompt)-1]
 	var out []int32
@@ -242,6 +243,7 @@ func TestBatchRandomLlama(t *testing.T) {
 		{prompt: randomPrompt(5, 2, V), maxTokens: 16, sample: greedy},
 		{prompt: randomPrompt(6, 17, V), maxTokens: 18, sample: SampleOptions{Temp: 1.2, MinP: 0.05, Seed: 9}},
 		{prompt: randomPrompt(7, 9, V), maxTokens: 11, sample: greedy},
+		{prompt: randomPrompt(9, 4, V), maxTokens: 16, sample: SampleOptions{FrequencyPenalty: 0.8, PresencePenalty: 0.5}},
 		{prompt: randomPrompt(8, 31, V), maxTokens: 7, sample: SampleOptions{Temp: 0.7, Seed: 1}},
 	}
 	// A stop id that the one-at-a-time run reaches mid-way.

@@ -60,6 +60,7 @@ func (m *Model) Generate(prompt []int32, opts GenerateOptions, emit func(id int3
 	caches := m.NewCaches()
 	defer FreeCaches(caches)
 	sampler := newSampler(opts.Sample)
+	sampler.promptLen = len(prompt)
 
 	mlx.ResetPeakMemory()
 	t0 := time.Now()

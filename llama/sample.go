@@ -15,7 +15,13 @@ type SampleOptions struct {
 	MinP              float64 // 0 disables
 	RepetitionPenalty float64 // 0 or 1 disables
 	RepetitionContext int     // how many recent tokens the penalty sees (default 20)
-	Seed              uint64
+	// FrequencyPenalty and PresencePenalty are OpenAI's: each token's
+	// logit is lowered by FrequencyPenalty times the number of times it was
+	// generated so far, plus PresencePenalty if it was generated at all
+	// (the prompt does not count). 0 disables; in [-2, 2].
+	FrequencyPenalty float64
+	PresencePenalty  float64
+	Seed             uint64
 }
 
 // Validate checks the ranges of the options; the error names the field.
@@ -31,22 +37,27 @@ func (o SampleOptions) Validate() error {
 		return fmt.Errorf("top_k must be >= 0, got %d", o.TopK)
 	case o.RepetitionPenalty < 0 || math.IsNaN(o.RepetitionPenalty) || math.IsInf(o.RepetitionPenalty, 0):
 		return fmt.Errorf("repetition_penalty must be a finite number >= 0, got %g", o.RepetitionPenalty)
+	case o.FrequencyPenalty < -2 || o.FrequencyPenalty > 2 || math.IsNaN(o.FrequencyPenalty):
+		return fmt.Errorf("frequency_penalty must be in [-2, 2], got %g", o.FrequencyPenalty)
+	case o.PresencePenalty < -2 || o.PresencePenalty > 2 || math.IsNaN(o.PresencePenalty):
+		return fmt.Errorf("presence_penalty must be in [-2, 2], got %g", o.PresencePenalty)
 	case o.RepetitionContext < 0:
 		return fmt.Errorf("repetition context must be >= 0, got %d", o.RepetitionContext)
 	}
 	return nil
 }
 
-// penalized reports whether the repetition penalty is on, which makes each
-// token depend on the previous one read back from the device.
+// penalized reports whether a penalty is on, which makes each token depend
+// on the previous one read back from the device.
 func (o SampleOptions) penalized() bool {
-	return o.RepetitionPenalty > 0 && o.RepetitionPenalty != 1
+	return (o.RepetitionPenalty > 0 && o.RepetitionPenalty != 1) || o.FrequencyPenalty != 0 || o.PresencePenalty != 0
 }
 
 // sampler draws tokens on the device.
 type sampler struct {
-	opts SampleOptions
-	step uint64
+	opts      SampleOptions
+	step      uint64
+	promptLen int // history's first promptLen tokens are the prompt
 }
 
 func newSampler(o SampleOptions) *sampler {
@@ -91,19 +102,37 @@ func (s *sampler) sample(logits *mlx.Array, history []int32) *mlx.Array {
 	return mlx.Categorical(logits, -1, key)
 }
 
-// penalize applies the repetition penalty to float32 logits (1, V): the
-// tokens among the last RepetitionContext of history become less likely
-// (positive logits shrink, negative ones grow).
+// penalize applies the penalties to float32 logits (1, V): the repetition
+// penalty to the tokens among the last RepetitionContext of history
+// (positive logits shrink, negative ones grow), then the frequency and
+// presence penalties to the generated tokens.
 func (s *sampler) penalize(logits *mlx.Array, history []int32) *mlx.Array {
 	o := s.opts
-	if !o.penalized() || len(history) == 0 {
-		return logits
+	if o.RepetitionPenalty > 0 && o.RepetitionPenalty != 1 && len(history) > 0 {
+		ctx := history[max(0, len(history)-o.RepetitionContext):]
+		idx := mlx.FromInt32s(ctx, 1, len(ctx))
+		picked := mlx.TakeAlongAxis(logits, idx, 1)
+		p := mlx.Scalar(o.RepetitionPenalty, mlx.Float32)
+		zero := mlx.Scalar(0, mlx.Float32)
+		adj := mlx.Where(mlx.Less(picked, zero), mlx.Multiply(picked, p), mlx.Divide(picked, p))
+		logits = mlx.PutAlongAxis(logits, idx, adj, 1)
 	}
-	ctx := history[max(0, len(history)-o.RepetitionContext):]
-	idx := mlx.FromInt32s(ctx, 1, len(ctx))
-	picked := mlx.TakeAlongAxis(logits, idx, 1)
-	p := mlx.Scalar(o.RepetitionPenalty, mlx.Float32)
-	zero := mlx.Scalar(0, mlx.Float32)
-	adj := mlx.Where(mlx.Less(picked, zero), mlx.Multiply(picked, p), mlx.Divide(picked, p))
-	return mlx.PutAlongAxis(logits, idx, adj, 1)
+	if (o.FrequencyPenalty != 0 || o.PresencePenalty != 0) && len(history) > s.promptLen {
+		counts := map[int32]int{}
+		var ids []int32
+		for _, id := range history[s.promptLen:] {
+			if counts[id] == 0 {
+				ids = append(ids, id)
+			}
+			counts[id]++
+		}
+		sub := make([]float32, len(ids))
+		for i, id := range ids {
+			sub[i] = float32(float64(counts[id])*o.FrequencyPenalty + o.PresencePenalty)
+		}
+		idx := mlx.FromInt32s(ids, 1, len(ids))
+		picked := mlx.TakeAlongAxis(logits, idx, 1)
+		logits = mlx.PutAlongAxis(logits, idx, mlx.Subtract(picked, mlx.FromFloat32s(sub, 1, len(sub))), 1)
+	}
+	return logits
 }
