@@ -339,6 +339,7 @@ func (s *Server) generate(w http.ResponseWriter, r *http.Request, b *Backend, id
 	for {
 		text, done, res, err := j.next(ctx)
 		if err != nil {
+			info.completion, info.finish = j.generated(), string(llama.FinishCancelled)
 			s.ended(out, r, err)
 			return
 		}

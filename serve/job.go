@@ -17,6 +17,7 @@ type job struct {
 	mu      sync.Mutex
 	pending strings.Builder
 	done    bool
+	tokens  int  // generated so far
 	stopped bool // a stop string ended the text
 	res     llama.SeqResult
 	wake    chan struct{}
@@ -39,6 +40,7 @@ func (j *job) emit(id int32) bool {
 	piece, hit := j.text.Add(id)
 	j.mu.Lock()
 	j.pending.WriteString(piece)
+	j.tokens++
 	j.stopped = hit
 	j.mu.Unlock()
 	j.signal()
@@ -79,4 +81,11 @@ func (j *job) next(ctx context.Context) (text string, done bool, res llama.SeqRe
 			return "", false, res, ctx.Err()
 		}
 	}
+}
+
+// generated is the number of tokens generated so far.
+func (j *job) generated() int {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	return j.tokens
 }
