@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/fungtrain/fungtrain/llama"
+	"github.com/fungtrain/fungtrain/lora"
 	"github.com/fungtrain/fungtrain/mlx"
 )
 
@@ -140,6 +141,7 @@ type refRequest struct {
 	maxTokens int
 	sample    llama.SampleOptions
 	stops     []string
+	adapter   string // an adapter directory to load for this request
 }
 
 // reference is the one-at-a-time answer to a refRequest.
@@ -176,6 +178,12 @@ func references(t *testing.T, reqs []refRequest) []reference {
 				return err
 			}
 			r := reference{promptTokens: len(ids)}
+			var ad *lora.Adapters
+			if rq.adapter != "" {
+				if ad, err = lora.Load(b.Model, rq.adapter); err != nil {
+					return err
+				}
+			}
 			ts := b.Tokenizer.NewTextStream(rq.stops)
 			var sb strings.Builder
 			st, err := b.Model.Generate(ids, llama.GenerateOptions{MaxTokens: rq.maxTokens, Sample: rq.sample, StopIDs: b.StopIDs},
@@ -202,10 +210,17 @@ func references(t *testing.T, reqs []refRequest) []reference {
 				if err != nil {
 					return err
 				}
+				if ad != nil {
+					ad.Remove()
+					ad = nil
+				}
 				if !slices.Equal(steps, r.ids) {
 					return fmt.Errorf("request %d: step-by-step greedy %v differs from Generate %v", i, steps, r.ids)
 				}
 				r.gaps = gaps
+			}
+			if ad != nil {
+				ad.Remove()
 			}
 			out[i] = r
 		}
