@@ -98,7 +98,7 @@ func (s *Server) params(w http.ResponseWriter, b *Backend, f *samplingFields) *g
 		badRequest(w, param, fmt.Sprintf("%s must be at least 1, got %d", param, p.maxTokens))
 		return nil
 	}
-	o := llama.SampleOptions{Temp: s.opts.Temperature}
+	o := s.opts.Sample
 	setF := func(dst *float64, v *float64) {
 		if v != nil {
 			*dst = *v
@@ -351,10 +351,16 @@ func (s *Server) generate(w http.ResponseWriter, r *http.Request, b *Backend, id
 		if !done {
 			continue
 		}
-		info.completion, info.finish = res.GeneratedTokens, string(res.Finish)
+		finish := string(res.Finish)
+		if f, ok := p.constraint.(interface{ Forced() bool }); ok && f.Forced() {
+			// The token limit cut the answer short (and the constraint
+			// closed the JSON in the tokens left).
+			finish = string(llama.FinishLength)
+		}
+		info.completion, info.finish = res.GeneratedTokens, finish
 		switch res.Finish {
 		case llama.FinishStop, llama.FinishLength:
-			_ = out.end(string(res.Finish), res.GeneratedTokens)
+			_ = out.end(finish, res.GeneratedTokens)
 		case llama.FinishCancelled:
 			s.ended(out, r, ctx.Err())
 		default:

@@ -2,6 +2,7 @@ package serve
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -12,6 +13,7 @@ import (
 	"time"
 
 	"github.com/fungtrain/fungtrain/llama"
+	"github.com/fungtrain/fungtrain/llama/constrain"
 	"github.com/fungtrain/fungtrain/lora"
 	"github.com/fungtrain/fungtrain/mlx"
 )
@@ -46,7 +48,9 @@ type RunOptions struct {
 	ShutdownTimeout time.Duration
 	Server          Options
 	// Constraints builds response_format constraints from the loaded
-	// tokenizer; nil refuses response_format.
+	// tokenizer; nil uses package constrain over the tokenizer's byte
+	// trie (and refuses response_format when the tokenizer is not
+	// byte-level).
 	Constraints func(*llama.Tokenizer) (ConstraintFactory, error)
 	// Listening, if set, is called with the bound address once the server
 	// accepts connections (before the model has loaded).
@@ -143,16 +147,36 @@ func runEngine(ctx context.Context, srv *Server, o RunOptions, log *slog.Logger)
 		names = set.Names()
 	}
 	backend := &Backend{Tokenizer: b.Tokenizer, StopIDs: b.StopIDs, Adapters: names}
-	if o.Constraints != nil {
-		if backend.Constraints, err = o.Constraints(b.Tokenizer); err != nil {
-			return fmt.Errorf("serve: %w", err)
-		}
+	if o.Constraints == nil {
+		o.Constraints = vocabConstraints
+	}
+	if backend.Constraints, err = o.Constraints(b.Tokenizer); err != nil {
+		log.Warn("response_format will be refused", "reason", err)
 	}
 	backend.Engine = llama.NewEngine(b.Model, o.Engine)
 	srv.SetBackend(backend)
 	log.Info("model loaded", "model", o.ModelPath, "adapters", names[1:], "dtype", b.Model.Dtype,
 		"context", b.Model.Config.MaxPositionEmbeddings, "seconds", time.Since(t0).Seconds())
 	return backend.Engine.Run(ctx)
+}
+
+// vocabConstraints builds JSON constraints over the tokenizer's byte trie.
+func vocabConstraints(t *llama.Tokenizer) (ConstraintFactory, error) {
+	pieces, err := t.TokenPieces()
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", constrain.ErrNotByteLevel, err)
+	}
+	return jsonConstraints{constrain.NewVocab(pieces)}, nil
+}
+
+type jsonConstraints struct{ v *constrain.Vocab }
+
+func (j jsonConstraints) JSON(schema json.RawMessage) (llama.TokenConstraint, error) {
+	c, err := j.v.JSON(schema)
+	if err != nil {
+		return nil, err
+	}
+	return c, nil
 }
 
 // installAdapters reads each adapter directory (fungtrain's or mlx-lm's

@@ -26,8 +26,10 @@ type Options struct {
 	// MaxTokens is the completion limit of a request that gives none
 	// (lowered to what the context leaves).
 	MaxTokens int
-	// Temperature is the temperature of a request that gives none.
-	Temperature float64
+	// Sample holds the sampling settings of requests that give none
+	// (temperature, top_p, top_k, min_p and the penalties; the seed is
+	// ignored), as llama.cpp's server takes them from its command line.
+	Sample llama.SampleOptions
 	// RequestTimeout bounds a request from arrival to its last token.
 	RequestTimeout time.Duration
 	// MaxBodyBytes bounds a request body.

@@ -25,7 +25,7 @@ type serveFlags struct {
 	port                                 int
 	maxBatch, queue, prefillChunk        int
 	maxTokens                            int
-	temp                                 float64
+	sample                               llama.SampleOptions
 	apiKeyEnv                            string
 	requestTimeout, shutdownTimeout      time.Duration
 	maxBodyBytes                         int64
@@ -60,7 +60,13 @@ lets those in flight finish for --shutdown-timeout, then cancels them.`,
 	fl.IntVar(&f.queue, "queue", 64, "requests that may wait for a place in the batch (more get 429)")
 	fl.IntVar(&f.prefillChunk, "prefill-chunk", 512, "prompt tokens prefilled between two decode steps")
 	fl.IntVar(&f.maxTokens, "max-tokens", 512, "completion limit of requests that set none")
-	fl.Float64Var(&f.temp, "temp", 0, "temperature of requests that set none (0: greedy)")
+	fl.Float64Var(&f.sample.Temp, "temp", 0, "temperature of requests that set none (0: greedy)")
+	fl.Float64Var(&f.sample.TopP, "top-p", 0, "top_p of requests that set none (0 or 1: off)")
+	fl.IntVar(&f.sample.TopK, "top-k", 0, "top_k of requests that set none (0: off)")
+	fl.Float64Var(&f.sample.MinP, "min-p", 0, "min_p of requests that set none (0: off)")
+	fl.Float64Var(&f.sample.RepetitionPenalty, "repetition-penalty", 0, "repetition_penalty of requests that set none (0 or 1: off)")
+	fl.Float64Var(&f.sample.FrequencyPenalty, "frequency-penalty", 0, "frequency_penalty of requests that set none, in [-2, 2] (0: off)")
+	fl.Float64Var(&f.sample.PresencePenalty, "presence-penalty", 0, "presence_penalty of requests that set none, in [-2, 2] (0: off)")
 	fl.StringVar(&f.apiKeyEnv, "api-key-env", "", "environment variable holding the API key clients must send (default: no key)")
 	fl.DurationVar(&f.requestTimeout, "request-timeout", 10*time.Minute, "time limit of one request")
 	fl.DurationVar(&f.shutdownTimeout, "shutdown-timeout", 30*time.Second, "on SIGINT/SIGTERM, how long requests in flight may finish")
@@ -89,6 +95,9 @@ func runServe(cmd *cobra.Command, f serveFlags) error {
 			return fmt.Errorf("serve: %s must be at least 1, got %d", c.name, c.v)
 		}
 	}
+	if err := f.sample.Validate(); err != nil {
+		return fmt.Errorf("serve: default sampling flags: %w", err)
+	}
 	var specs []serve.AdapterSpec
 	for _, a := range f.adapters {
 		sp, err := serve.ParseAdapterSpec(a)
@@ -113,8 +122,7 @@ func runServe(cmd *cobra.Command, f serveFlags) error {
 		Engine: llama.EngineOptions{QueueSize: f.queue,
 			Batch: llama.BatchOptions{MaxBatch: f.maxBatch, PrefillChunk: f.prefillChunk}},
 		ShutdownTimeout: f.shutdownTimeout,
-		Server: serve.Options{MaxTokens: f.maxTokens, Temperature: f.temp, RequestTimeout: f.requestTimeout,
+		Server: serve.Options{MaxTokens: f.maxTokens, Sample: f.sample, RequestTimeout: f.requestTimeout,
 			MaxBodyBytes: f.maxBodyBytes, APIKey: key},
-		Constraints: serveConstraints,
 	})
 }

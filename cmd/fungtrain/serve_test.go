@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"io"
+	"sync"
 	"net"
 	"net/http"
 	"os"
@@ -39,36 +41,7 @@ func TestServeCLI(t *testing.T) {
 
 	const keyEnv = "FUNGTRAIN_TEST_SERVE_KEY"
 	t.Setenv(keyEnv, "sk-cli-test")
-	port := freePort(t)
-	done := make(chan error, 1)
-	var out, errb strings.Builder
-	go func() {
-		root := newRootCmd()
-		root.SetArgs([]string{"serve", "--model", model, "--port", strconv.Itoa(port), "--api-key-env", keyEnv, "--max-batch", "4"})
-		root.SetOut(&out)
-		root.SetErr(&errb)
-		done <- root.ExecuteContext(context.Background())
-	}()
-	base := "http://127.0.0.1:" + strconv.Itoa(port)
-	deadline := time.Now().Add(3 * time.Minute)
-	for {
-		resp, err := http.Get(base + "/health")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == 200 {
-				break
-			}
-		}
-		select {
-		case err := <-done:
-			t.Fatalf("serve exited: %v", err)
-		default:
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("serve not ready after 3 minutes")
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	base, done, errb := startServeCLI(t, "--model", model, "--api-key-env", keyEnv, "--max-batch", "4")
 	cfg := openai.DefaultConfig(os.Getenv(keyEnv))
 	cfg.BaseURL = base + "/v1"
 	resp, err := openai.NewClientWithConfig(cfg).CreateChatCompletion(t.Context(), openai.ChatCompletionRequest{
@@ -81,17 +54,7 @@ func TestServeCLI(t *testing.T) {
 	if got := resp.Choices[0].Message.Content; got != want {
 		t.Errorf("served answer %q, fungtrain generate's %q", got, want)
 	}
-	if err := syscall.Kill(os.Getpid(), syscall.SIGTERM); err != nil {
-		t.Fatal(err)
-	}
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Errorf("serve after SIGTERM: %v", err)
-		}
-	case <-time.After(time.Minute):
-		t.Fatal("serve did not stop after SIGTERM")
-	}
+	stopServe(t, done)
 	if strings.Contains(errb.String(), "sk-cli-test") {
 		t.Error("the API key appears in the log")
 	}
@@ -115,5 +78,72 @@ func TestServeFlagErrors(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("%v: %v, want %q", c.args, err, c.want)
 		}
+	}
+}
+
+// startServeCLI runs `fungtrain serve ARGS --port P` in-process on a free
+// port and waits until /health answers 200. It returns the base URL, the
+// channel the command's error arrives on, and its log.
+func startServeCLI(t *testing.T, args ...string) (string, chan error, *strings.Builder) {
+	t.Helper()
+	port := freePort(t)
+	done := make(chan error, 1)
+	var out strings.Builder
+	errb := &strings.Builder{}
+	var mu sync.Mutex
+	go func() {
+		root := newRootCmd()
+		root.SetArgs(append(append([]string{"serve"}, args...), "--port", strconv.Itoa(port)))
+		root.SetOut(&out)
+		root.SetErr(lockedWriter{&mu, errb})
+		done <- root.ExecuteContext(context.Background())
+	}()
+	base := "http://127.0.0.1:" + strconv.Itoa(port)
+	deadline := time.Now().Add(3 * time.Minute)
+	for {
+		resp, err := http.Get(base + "/health")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == 200 {
+				return base, done, errb
+			}
+		}
+		select {
+		case err := <-done:
+			t.Fatalf("serve exited: %v", err)
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("serve not ready after 3 minutes")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+type lockedWriter struct {
+	mu *sync.Mutex
+	w  io.Writer
+}
+
+func (l lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
+}
+
+// stopServe sends SIGTERM (the serve command catches it) and waits for
+// the command to return.
+func stopServe(t *testing.T, done chan error) {
+	t.Helper()
+	if err := syscall.Kill(os.Getpid(), syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("serve after SIGTERM: %v", err)
+		}
+	case <-time.After(2 * time.Minute):
+		t.Fatal("serve did not stop after SIGTERM")
 	}
 }
