@@ -16,8 +16,8 @@ import (
 // the batch has room and steps the batch. A sequence's Emit and Done
 // callbacks run on the MLX thread: they must not block.
 type Engine struct {
-	m      *Model
-	opts   EngineOptions
+	m       *Model
+	opts    EngineOptions
 	submit  chan SeqRequest
 	stopped atomic.Bool
 }

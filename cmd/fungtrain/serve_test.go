@@ -2,13 +2,14 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"io"
-	"sync"
 	"net"
 	"net/http"
 	"os"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -41,7 +42,7 @@ func TestServeCLI(t *testing.T) {
 
 	const keyEnv = "FUNGTRAIN_TEST_SERVE_KEY"
 	t.Setenv(keyEnv, "sk-cli-test")
-	base, done, errb := startServeCLI(t, "--model", model, "--api-key-env", keyEnv, "--max-batch", "4")
+	base, done, errb := startServeCLI(t, "--model", model, "--api-key-env", keyEnv, "--max-batch", "4", "--log-format", "json")
 	cfg := openai.DefaultConfig(os.Getenv(keyEnv))
 	cfg.BaseURL = base + "/v1"
 	resp, err := openai.NewClientWithConfig(cfg).CreateChatCompletion(t.Context(), openai.ChatCompletionRequest{
@@ -57,6 +58,21 @@ func TestServeCLI(t *testing.T) {
 	stopServe(t, done)
 	if strings.Contains(errb.String(), "sk-cli-test") {
 		t.Error("the API key appears in the log")
+	}
+	// The access log, as JSON lines.
+	found := false
+	for line := range strings.Lines(errb.String()) {
+		var rec map[string]any
+		if err := json.Unmarshal([]byte(line), &rec); err != nil {
+			t.Fatalf("log line %q is not JSON: %v", line, err)
+		}
+		if rec["msg"] == "http request" && rec["path"] == "/v1/chat/completions" && rec["method"] == "POST" &&
+			rec["status"] == 200.0 && rec["prompt_tokens"] == 37.0 && rec["completion_tokens"] != nil && rec["latency_ms"] != nil {
+			found = true
+		}
+	}
+	if !found {
+		t.Errorf("no JSON access log record of the chat request:\n%s", errb.String())
 	}
 }
 
