@@ -273,10 +273,13 @@ func runEval(cmd *cobra.Command, f evalFlags) error {
 		if ad != nil {
 			adapter = side(true)
 		}
+		generation := map[string]any{"max_tokens": f.maxTokens, "temp": f.temp, "seed": f.seed, "batch": f.batch}
+		if len(f.stops) > 0 {
+			generation["stop"] = f.stops
+		}
 		res, err = eval.RunPaired(cmd.Context(), questions, base, adapter, eval.Options{
 			Model: f.model, Adapter: f.adapter, Split: f.split, Judge: judge, JudgeModel: judgeModel,
-			Generation: map[string]any{"max_tokens": f.maxTokens, "temp": f.temp, "seed": f.seed, "batch": f.batch, "stop": f.stops},
-			Logger:     slog.Default()})
+			Generation: generation, Logger: slog.Default()})
 		if err != nil {
 			return err
 		}
