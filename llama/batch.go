@@ -236,8 +236,16 @@ func (b *Batch) Run() error {
 			return err
 		}
 	}
-	b.compact()
+	b.Release()
 	return nil
+}
+
+// Release frees the batch cache (and a decode step still in flight) once
+// every sequence has finished; it does nothing while any is pending.
+func (b *Batch) Release() {
+	if b.Pending() == 0 {
+		b.dropRows()
+	}
 }
 
 func (b *Batch) fail(err error) error {

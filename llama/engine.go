@@ -92,6 +92,7 @@ func (e *Engine) Run(ctx context.Context) error {
 		}()
 		for {
 			if b.Pending() == 0 {
+				b.Release()
 				mlx.ClearCache()
 				select {
 				case r := <-e.submit:
