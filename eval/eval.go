@@ -23,7 +23,9 @@ type Generation struct {
 	// HitEOS is true when generation stopped at an end-of-sequence token and
 	// false when it ran out at the max-token limit.
 	HitEOS bool `json:"hit_eos"`
-	// Seconds is the wall time of the generation.
+	// Seconds is the wall time of the generation; for answers generated in
+	// a batch, this answer's share of the batch's wall time (so the seconds
+	// of a side add up to its wall time).
 	Seconds float64 `json:"seconds"`
 }
 
@@ -31,6 +33,16 @@ type Generation struct {
 // decide the sampling (greedy or seeded) and the max-token limit.
 type Generator interface {
 	Generate(ctx context.Context, messages []Message) (Generation, error)
+}
+
+// BatchGenerator is a Generator that can also answer many prompts at once
+// (a batched model). [RunPaired] hands it all the questions of its side in
+// one call; the answers must be those Generate would give one by one.
+type BatchGenerator interface {
+	Generator
+	// GenerateBatch answers every prompt; the result has one Generation
+	// per prompt, in order.
+	GenerateBatch(ctx context.Context, prompts [][]Message) ([]Generation, error)
 }
 
 // GeneratorFunc adapts a function to [Generator].
@@ -193,7 +205,8 @@ type Options struct {
 }
 
 // RunPaired generates an answer to every question with base and with
-// adapter, paired per question (base first), scores both against the
+// adapter, paired per question (base first), or all of a side's answers in
+// one call when its generator is a [BatchGenerator], scores both against the
 // reference and summarizes. Either generator may be nil to evaluate one
 // side only, but not both. A generation error stops the run and is returned
 // wrapped with the question's ID; so does a cancelled ctx. The loss fields
@@ -221,25 +234,49 @@ func RunPaired(ctx context.Context, questions []Question, base, adapter Generato
 	if opts.Judge != nil {
 		res.JudgeModel = opts.JudgeModel
 	}
+	sides := []struct {
+		name    string
+		gen     Generator
+		answers []Generation // precomputed by a BatchGenerator
+	}{{name: "base", gen: base}, {name: "adapter", gen: adapter}}
+	for i := range sides {
+		bg, ok := sides[i].gen.(BatchGenerator)
+		if !ok || len(questions) == 0 {
+			continue
+		}
+		prompts := make([][]Message, len(questions))
+		for j, q := range questions {
+			prompts[j] = append([]Message(nil), q.Messages...)
+		}
+		log.Info("eval generating", "side", sides[i].name, "questions", len(questions))
+		answers, err := bg.GenerateBatch(ctx, prompts)
+		if err != nil {
+			return nil, fmt.Errorf("eval: %s answers: %w", sides[i].name, err)
+		}
+		if len(answers) != len(questions) {
+			return nil, fmt.Errorf("eval: %s answers: %d answers for %d questions", sides[i].name, len(answers), len(questions))
+		}
+		sides[i].answers = answers
+	}
 	for i, q := range questions {
 		if err := ctx.Err(); err != nil {
 			return nil, fmt.Errorf("eval: stopped before question %d (%s): %w", i, q.ID, err)
 		}
 		s := Sample{ID: q.ID, Question: q.UserText(), Reference: q.Reference}
-		sides := []struct {
-			name string
-			gen  Generator
-			dst  **ScoredGeneration
-		}{{"base", base, &s.Base}, {"adapter", adapter, &s.Adapter}}
-		for _, side := range sides {
+		dst := []**ScoredGeneration{&s.Base, &s.Adapter}
+		for k, side := range sides {
 			if side.gen == nil {
 				continue
 			}
-			sg, err := generateAndScore(ctx, side.gen, q, s.Question, opts.Judge, log)
+			var pre *Generation
+			if side.answers != nil {
+				pre = &side.answers[i]
+			}
+			sg, err := generateAndScore(ctx, side.gen, pre, q, s.Question, opts.Judge, log)
 			if err != nil {
 				return nil, fmt.Errorf("eval: question %d (%s), %s: %w", i, q.ID, side.name, err)
 			}
-			*side.dst = sg
+			*dst[k] = sg
 			log.Debug("eval generation", "question", q.ID, "side", side.name,
 				"tokens", sg.Tokens, "hit_eos", sg.HitEOS, "rouge_l", sg.Scores.RougeL.F1)
 		}
@@ -251,12 +288,19 @@ func RunPaired(ctx context.Context, questions []Question, base, adapter Generato
 	return res, nil
 }
 
-func generateAndScore(ctx context.Context, g Generator, q Question, question string, judge Grader, log *slog.Logger) (*ScoredGeneration, error) {
-	msgs := make([]Message, len(q.Messages))
-	copy(msgs, q.Messages)
-	gen, err := g.Generate(ctx, msgs)
-	if err != nil {
-		return nil, err
+// generateAndScore generates an answer (unless pre holds it already) and
+// scores it.
+func generateAndScore(ctx context.Context, g Generator, pre *Generation, q Question, question string, judge Grader, log *slog.Logger) (*ScoredGeneration, error) {
+	var gen Generation
+	if pre != nil {
+		gen = *pre
+	} else {
+		msgs := make([]Message, len(q.Messages))
+		copy(msgs, q.Messages)
+		var err error
+		if gen, err = g.Generate(ctx, msgs); err != nil {
+			return nil, err
+		}
 	}
 	sg := &ScoredGeneration{Generation: gen, Scores: Score(gen.Text, q.Reference, gen.HitEOS)}
 	if judge != nil {

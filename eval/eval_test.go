@@ -283,3 +283,61 @@ func TestQuestionFromChat(t *testing.T) {
 		}
 	}
 }
+
+// batchGen is a fakeGen that also answers in batches, counting the calls.
+type batchGen struct {
+	*fakeGen
+	batches [][]string
+	single  int
+}
+
+func (g *batchGen) Generate(ctx context.Context, msgs []Message) (Generation, error) {
+	g.single++
+	return g.fakeGen.Generate(ctx, msgs)
+}
+
+func (g *batchGen) GenerateBatch(ctx context.Context, prompts [][]Message) ([]Generation, error) {
+	var qs []string
+	out := make([]Generation, len(prompts))
+	for i, p := range prompts {
+		qs = append(qs, p[len(p)-1].Content)
+		var err error
+		if out[i], err = g.fakeGen.Generate(ctx, p); err != nil {
+			return nil, err
+		}
+	}
+	g.batches = append(g.batches, qs)
+	return out, nil
+}
+
+// TestRunPairedBatch checks that a BatchGenerator side is asked once for
+// all its answers and that the result equals the one-by-one result.
+func TestRunPairedBatch(t *testing.T) {
+	base, adapter := testGenerators()
+	one, err := RunPaired(context.Background(), testQuestions(), base, adapter, Options{Logger: discard()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b1, a1 := testGenerators()
+	bb, ab := &batchGen{fakeGen: b1}, &batchGen{fakeGen: a1}
+	qs := testQuestions()
+	batched, err := RunPaired(context.Background(), qs, bb, ab, Options{Logger: discard()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := [][]string{{"What is compounding?", "Why sleep?"}}
+	if !reflect.DeepEqual(bb.batches, want) || !reflect.DeepEqual(ab.batches, want) || bb.single+ab.single != 0 {
+		t.Errorf("batches base %q adapter %q, single calls %d", bb.batches, ab.batches, bb.single+ab.single)
+	}
+	if qs[0].Messages[0].Content != "You are concise." {
+		t.Error("generator mutation leaked into the caller's questions")
+	}
+	batched.Created, one.Created = "", ""
+	if !reflect.DeepEqual(batched, one) {
+		t.Errorf("batched result %+v\none by one %+v", batched, one)
+	}
+	ab.failOn = "Why sleep?"
+	if _, err := RunPaired(context.Background(), testQuestions(), bb, ab, Options{Logger: discard()}); err == nil || !strings.Contains(err.Error(), "adapter answers: out of memory") {
+		t.Errorf("failing batch: %v", err)
+	}
+}

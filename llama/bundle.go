@@ -29,8 +29,8 @@ type Bundle struct {
 
 // Open loads the model at path (an HF or MLX-community model directory, or
 // a .gguf file) with its tokenizer: tokenizer.json and tokenizer_config.json
-// for a directory, the tokenizer.ggml.* metadata for a GGUF file. tokOpts
-// configure the tokenizer (e.g. WithChatFormat). Call it on the MLX thread
+// for a directory, the tokenizer.ggml.* metadata for a GGUF file.
+// opts.ChatFormat and tokOpts configure the tokenizer. Call it on the MLX thread
 // (inside mlx.Do); Close frees everything.
 func Open(path string, opts LoadOptions, tokOpts ...TokenizerOption) (*Bundle, error) {
 	if path == "" {
@@ -40,6 +40,11 @@ func Open(path string, opts LoadOptions, tokOpts ...TokenizerOption) (*Bundle, e
 	if err != nil {
 		return nil, fmt.Errorf("open model: %w", err)
 	}
+	extra, err := opts.tokenizerOptions()
+	if err != nil {
+		return nil, fmt.Errorf("open model %s: %w", path, err)
+	}
+	tokOpts = append(extra, tokOpts...)
 	isGGUF := !st.IsDir() && strings.HasSuffix(strings.ToLower(path), ".gguf")
 	if !st.IsDir() && !isGGUF {
 		return nil, fmt.Errorf("open model %s: not a model directory or a .gguf file", path)

@@ -3,22 +3,10 @@ package llama
 import (
 	"errors"
 	"fmt"
-	"math"
 	"time"
 
 	"github.com/fungtrain/fungtrain/mlx"
 )
-
-// SampleOptions choose how the next token is drawn.
-type SampleOptions struct {
-	Temp              float64 // 0 means greedy
-	TopP              float64 // nucleus sampling; 0 or 1 disables
-	TopK              int     // 0 disables
-	MinP              float64 // 0 disables
-	RepetitionPenalty float64 // 0 or 1 disables
-	RepetitionContext int     // how many recent tokens the penalty sees (default 20)
-	Seed              uint64
-}
 
 // GenerateOptions configure Generate.
 type GenerateOptions struct {
@@ -72,6 +60,7 @@ func (m *Model) Generate(prompt []int32, opts GenerateOptions, emit func(id int3
 	caches := m.NewCaches()
 	defer FreeCaches(caches)
 	sampler := newSampler(opts.Sample)
+	sampler.promptLen = len(prompt)
 
 	mlx.ResetPeakMemory()
 	t0 := time.Now()
@@ -116,7 +105,7 @@ func (m *Model) Generate(prompt []int32, opts GenerateOptions, emit func(id int3
 	}
 	// Building step i+1 while step i computes hides the graph-building
 	// time. The repetition penalty needs token i first, so it runs in order.
-	pipelined := opts.Sample.RepetitionPenalty == 0 || opts.Sample.RepetitionPenalty == 1
+	pipelined := !opts.Sample.penalized()
 	var tFirst time.Time
 	for st.GeneratedTokens < opts.MaxTokens {
 		var yNext *mlx.Array
@@ -170,63 +159,4 @@ func (m *Model) Generate(prompt []int32, opts GenerateOptions, emit func(id int3
 		}
 	}
 	return st, nil
-}
-
-// sampler draws tokens on the device.
-type sampler struct {
-	opts SampleOptions
-	step uint64
-}
-
-func newSampler(o SampleOptions) *sampler {
-	if o.RepetitionContext <= 0 {
-		o.RepetitionContext = 20
-	}
-	return &sampler{opts: o}
-}
-
-// sample returns the next token id (shape (1,)) for logits (1, V).
-func (s *sampler) sample(logits *mlx.Array, history []int32) *mlx.Array {
-	o := s.opts
-	logits = mlx.AsType(logits, mlx.Float32)
-	if o.RepetitionPenalty > 0 && o.RepetitionPenalty != 1 && len(history) > 0 {
-		ctx := history[max(0, len(history)-o.RepetitionContext):]
-		idx := mlx.FromInt32s(ctx, 1, len(ctx))
-		picked := mlx.TakeAlongAxis(logits, idx, 1)
-		p := mlx.Scalar(o.RepetitionPenalty, mlx.Float32)
-		zero := mlx.Scalar(0, mlx.Float32)
-		// Make repeated tokens less likely: shrink positive logits, grow
-		// negative ones.
-		adj := mlx.Where(mlx.Less(picked, zero), mlx.Multiply(picked, p), mlx.Divide(picked, p))
-		logits = mlx.PutAlongAxis(logits, idx, adj, 1)
-	}
-	if o.Temp <= 0 {
-		return mlx.Argmax(logits, -1, false)
-	}
-	negInf := mlx.Scalar(math.Inf(-1), mlx.Float32)
-	logits = mlx.MulScalar(logits, 1/o.Temp)
-	V := logits.Dim(1)
-	if o.TopK > 0 && o.TopK < V {
-		sorted := mlx.Sort(logits, -1)
-		kth := mlx.SliceAxis(sorted, 1, V-o.TopK, V-o.TopK+1)
-		logits = mlx.Where(mlx.Less(logits, kth), negInf, logits)
-	}
-	if o.MinP > 0 {
-		probs := mlx.Softmax(logits, true, -1)
-		floor := mlx.MulScalar(mlx.Max(probs, true, -1), o.MinP)
-		logits = mlx.Where(mlx.Less(probs, floor), negInf, logits)
-	}
-	if o.TopP > 0 && o.TopP < 1 {
-		probs := mlx.Softmax(logits, true, -1)
-		order := mlx.Argsort(mlx.Negative(probs), -1)
-		sortedP := mlx.TakeAlongAxis(probs, order, -1)
-		before := mlx.Cumsum(sortedP, -1, false, false) // mass strictly before each token
-		drop := mlx.GreaterEqual(before, mlx.Scalar(o.TopP, mlx.Float32))
-		sortedLogits := mlx.TakeAlongAxis(logits, order, -1)
-		sortedLogits = mlx.Where(drop, negInf, sortedLogits)
-		logits = mlx.PutAlongAxis(logits, order, sortedLogits, -1)
-	}
-	key := mlx.RandomKey(o.Seed*7919 + s.step)
-	s.step++
-	return mlx.Categorical(logits, -1, key)
 }

@@ -21,6 +21,23 @@ type LoadOptions struct {
 	// at load: "auto" (on the CPU, whose quantized kernels are far slower
 	// than its dense ones; never on a GPU), "yes" or "no".
 	Dequantize string
+	// ChatFormat forces the chat template's format instead of recognising
+	// it from the model's template: "" or "auto" (recognise), "llama3" or
+	// "chatml". Open passes it to the tokenizer.
+	ChatFormat string
+}
+
+// tokenizerOptions turns the options that concern the tokenizer into
+// TokenizerOptions.
+func (o LoadOptions) tokenizerOptions() ([]TokenizerOption, error) {
+	if o.ChatFormat == "" {
+		return nil, nil
+	}
+	f, err := ParseChatFormat(o.ChatFormat)
+	if err != nil {
+		return nil, fmt.Errorf("chat format: %w", err)
+	}
+	return []TokenizerOption{WithChatFormat(f)}, nil
 }
 
 func (o LoadOptions) dequantize() (bool, error) {

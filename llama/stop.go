@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"sort"
+	"strings"
 )
 
 // Stop tokens. Generation ends on any token of the union of:
@@ -114,3 +115,103 @@ func (t *Tokenizer) stopIDs(meta tokenizerMeta) ([]int32, error) {
 	sort.Slice(ids, func(i, j int) bool { return ids[i] < ids[j] })
 	return ids, nil
 }
+
+// StopStrings passes generated text through until it contains one of the
+// stop strings, holding back any tail that could be the start of one, so a
+// stop string split across tokens is never returned.
+type StopStrings struct {
+	stops []string
+	held  string
+	done  bool
+}
+
+// NewStopStrings returns a matcher for stops; empty strings are ignored.
+func NewStopStrings(stops []string) *StopStrings {
+	m := &StopStrings{}
+	for _, s := range stops {
+		if s != "" {
+			m.stops = append(m.stops, s)
+		}
+	}
+	return m
+}
+
+// Push adds text and returns what can be passed on now, and whether a stop
+// string was found (the text returned then ends just before it).
+func (f *StopStrings) Push(s string) (string, bool) {
+	if f.done {
+		return "", true
+	}
+	buf := f.held + s
+	cut := -1
+	for _, stop := range f.stops {
+		if i := strings.Index(buf, stop); i >= 0 && (cut < 0 || i < cut) {
+			cut = i
+		}
+	}
+	if cut >= 0 {
+		f.held, f.done = "", true
+		return buf[:cut], true
+	}
+	hold := 0
+	for _, stop := range f.stops {
+		for k := min(len(stop)-1, len(buf)); k > hold; k-- {
+			if strings.HasSuffix(buf, stop[:k]) {
+				hold = k
+				break
+			}
+		}
+	}
+	f.held = buf[len(buf)-hold:]
+	return buf[:len(buf)-hold], false
+}
+
+// Flush returns the held-back text at the end of generation.
+func (f *StopStrings) Flush() string {
+	s := f.held
+	f.held = ""
+	return s
+}
+
+// TextStream turns generated token ids into text as they come, ending at
+// the first stop string: a streaming detokenizer followed by a StopStrings
+// matcher. Every piece it returns is valid UTF-8 and never contains (a
+// beginning of) a stop string.
+type TextStream struct {
+	dec     *StreamDecoder
+	stops   *StopStrings
+	stopped bool
+}
+
+// NewTextStream starts a text stream over t's vocabulary.
+func (t *Tokenizer) NewTextStream(stops []string) *TextStream {
+	return &TextStream{dec: t.NewStreamDecoder(), stops: NewStopStrings(stops)}
+}
+
+// Add feeds one generated id and returns the text that is now settled, and
+// whether a stop string ended the text (the text returned then ends just
+// before it, and later calls return nothing).
+func (s *TextStream) Add(id int32) (string, bool) {
+	if s.stopped {
+		return "", true
+	}
+	text, hit := s.stops.Push(s.dec.Add(id))
+	s.stopped = hit
+	return text, hit
+}
+
+// Finish returns the text still held back at the end of generation.
+func (s *TextStream) Finish() string {
+	if s.stopped {
+		return ""
+	}
+	text, hit := s.stops.Push(s.dec.Flush())
+	if hit {
+		s.stopped = true
+		return text
+	}
+	return text + s.stops.Flush()
+}
+
+// Stopped reports whether a stop string ended the text.
+func (s *TextStream) Stopped() bool { return s.stopped }

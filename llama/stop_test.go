@@ -6,6 +6,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"unicode/utf8"
 )
 
 func TestStopTokens(t *testing.T) {
@@ -112,5 +113,86 @@ func TestStopTokens(t *testing.T) {
 	defer tok.Close()
 	if got := tok.EOS(); !slices.Equal(got, []int32{2, 3, 4}) {
 		t.Errorf("GGUF EOS %v, want [2 3 4]", got)
+	}
+}
+
+func TestStopStrings(t *testing.T) {
+	cases := []struct {
+		stops  []string
+		pieces []string
+		want   string
+		hit    bool
+	}{
+		{[]string{"END"}, []string{"abc", "E", "N", "D", "xyz"}, "abc", true},
+		{[]string{"END"}, []string{"abc", "EN", "x", "EN"}, "abcENxEN", false},
+		{[]string{"END"}, []string{"aEND"}, "a", true},
+		{[]string{"\n\n", "User:"}, []string{"hi\n", "Us", "er", ":"}, "hi\n", true},
+		{[]string{"\n\n", "User:"}, []string{"hi\n", "\nUser:"}, "hi", true},
+		{[]string{"xyz"}, []string{"日本", "語"}, "日本語", false},
+		{[]string{"", "b"}, []string{"a", "b"}, "a", true},
+		{nil, []string{"a", "b"}, "ab", false},
+	}
+	for _, tc := range cases {
+		f := NewStopStrings(tc.stops)
+		var sb strings.Builder
+		hit := false
+		for _, p := range tc.pieces {
+			s, h := f.Push(p)
+			sb.WriteString(s)
+			if h {
+				hit = true
+				break
+			}
+		}
+		if !hit {
+			sb.WriteString(f.Flush())
+		}
+		if sb.String() != tc.want || hit != tc.hit {
+			t.Errorf("stops %q, pieces %q: got %q (hit %v), want %q (hit %v)", tc.stops, tc.pieces, sb.String(), hit, tc.want, tc.hit)
+		}
+	}
+}
+
+// TestTextStream streams the Llama 3 tokens of a text with a multi-byte
+// character split across tokens and a stop string split across tokens: the
+// pieces are valid UTF-8, never show a part of the stop string, and join to
+// the text before it.
+func TestTextStream(t *testing.T) {
+	tok, err := LoadTokenizer(filepath.Dir(requireAsset(t, llama3TokJSON)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tok.Close()
+	text := "Fasting 🍎 lowers insulin.\n\nUser: more"
+	ids, err := tok.Encode(text, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		stops []string
+		want  string
+		hit   bool
+	}{
+		{[]string{"\n\nUser:"}, "Fasting 🍎 lowers insulin.", true},
+		{[]string{"insulin"}, "Fasting 🍎 lowers ", true},
+		{[]string{"nothing"}, text, false},
+		{nil, text, false},
+	} {
+		s := tok.NewTextStream(c.stops)
+		var sb strings.Builder
+		for _, id := range ids {
+			piece, hit := s.Add(id)
+			if !utf8.ValidString(piece) {
+				t.Errorf("stops %q: piece %q is not valid UTF-8", c.stops, piece)
+			}
+			sb.WriteString(piece)
+			if hit {
+				break
+			}
+		}
+		sb.WriteString(s.Finish())
+		if sb.String() != c.want || s.Stopped() != c.hit {
+			t.Errorf("stops %q: text %q (stopped %v), want %q (%v)", c.stops, sb.String(), s.Stopped(), c.want, c.hit)
+		}
 	}
 }

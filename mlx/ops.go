@@ -782,3 +782,27 @@ func MulScalar(a *Array, v float64) *Array {
 	defer s.Free()
 	return Multiply(a, s)
 }
+
+// ---- Batched generation (serve, issue 13) ----------------------------------
+// Ops for decoding many sequences in one batch, each at its own position.
+
+// RopeOffsets is Rope with one starting position per batch row: offsets is
+// an integer array of shape (B,) for x of shape (B, ..., L, D), and row b's
+// positions are offsets[b], offsets[b]+1, ... along L.
+func RopeOffsets(x *Array, r RoPE, offsets *Array) *Array {
+	in := []*Array{x, offsets}
+	if r.Freqs != nil {
+		in = append(in, r.Freqs)
+	}
+	if err := inputsErr("RopeOffsets", in...); err != nil {
+		return errArray(err)
+	}
+	scale := r.Scale
+	if scale == 0 {
+		scale = 1
+	}
+	var out C.fgt_array
+	rc := C.fgt_rope(x.c, C.int(r.Dims), cBool(r.Traditional), C.float(r.Base), cBool(r.Freqs == nil),
+		C.float(scale), 0, offsets.c, cOpt(r.Freqs), &out)
+	return result("RopeOffsets", rc, out)
+}

@@ -7,6 +7,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -22,7 +23,8 @@ func init() { subcommands = append(subcommands, newEvalCmd) }
 
 type evalFlags struct {
 	model, adapter, dataDir, split, out, dtype, chatFormat string
-	n, maxTokens                                           int
+	n, maxTokens, batch                                    int
+	stops                                                  []string
 	temp                                                   float64
 	seed                                                   uint64
 	judge                                                  bool
@@ -36,7 +38,8 @@ func newEvalCmd() *cobra.Command {
 		Short: "Score a model, and an adapter beside it, on held-out data",
 		Long: `Compute loss and perplexity over a split, then generate answers to N
 held-out questions with the base model and with the adapter (paired per
-question, greedy unless --temp is set) and score each for length, formatting,
+question, greedy unless --temp is set; --batch of them decoded together, with
+the same answers as one by one) and score each for length, formatting,
 EOS, refusals, meta-references and ROUGE-L against the reference. --judge adds
 an LLM-judge score through an OpenAI-compatible endpoint. Writes eval.json and
 eval.md.`,
@@ -50,6 +53,8 @@ eval.md.`,
 	fl.StringVar(&f.split, "split", "test", "split to evaluate")
 	fl.IntVar(&f.n, "n", 5, "held-out questions to generate answers for (0: none)")
 	fl.IntVar(&f.maxTokens, "max-tokens", 384, "max tokens per answer")
+	fl.IntVar(&f.batch, "batch", 16, "answers generated together in one batch (1: one at a time)")
+	fl.StringArrayVar(&f.stops, "stop", nil, "end an answer where it contains this string (repeatable)")
 	fl.Float64Var(&f.temp, "temp", 0, "sampling temperature (0: greedy)")
 	fl.Uint64Var(&f.seed, "seed", 42, "sampling seed")
 	fl.StringVar(&f.out, "out", "", "output directory (default: the adapter directory, or the current one)")
@@ -97,12 +102,12 @@ type modelGenerator struct {
 	ad      *lora.Adapters
 	enabled bool
 	opts    llama.GenerateOptions
+	stops   []string
 }
 
-func (g *modelGenerator) Generate(ctx context.Context, messages []eval.Message) (eval.Generation, error) {
-	if err := ctx.Err(); err != nil {
-		return eval.Generation{}, err
-	}
+// encode renders a question with the chat template, with the adapter
+// switched to this side.
+func (g *modelGenerator) encode(messages []eval.Message) ([]int32, error) {
 	if g.ad != nil {
 		g.ad.SetEnabled(g.enabled)
 	}
@@ -111,22 +116,88 @@ func (g *modelGenerator) Generate(ctx context.Context, messages []eval.Message) 
 		msgs[i] = llama.Message{Role: m.Role, Content: m.Content}
 	}
 	ids, _, err := g.b.Tokenizer.EncodeChat(msgs, true)
+	return ids, err
+}
+
+// answer collects one answer's text through the stop strings.
+type answer struct {
+	text   strings.Builder
+	stream *llama.TextStream
+	tokens int
+}
+
+// add takes a generated token and reports whether the answer goes on.
+func (a *answer) add(id int32) bool {
+	piece, hit := a.stream.Add(id)
+	a.text.WriteString(piece)
+	a.tokens++
+	return !hit
+}
+
+func (a *answer) generation(hitStop bool, seconds float64) eval.Generation {
+	a.text.WriteString(a.stream.Finish())
+	return eval.Generation{Text: a.text.String(), Tokens: a.tokens, HitEOS: hitStop || a.stream.Stopped(), Seconds: seconds}
+}
+
+func (g *modelGenerator) Generate(ctx context.Context, messages []eval.Message) (eval.Generation, error) {
+	if err := ctx.Err(); err != nil {
+		return eval.Generation{}, err
+	}
+	ids, err := g.encode(messages)
 	if err != nil {
 		return eval.Generation{}, err
 	}
-	var out []int32
+	a := &answer{stream: g.b.Tokenizer.NewTextStream(g.stops)}
 	t0 := time.Now()
-	st, err := g.b.Model.Generate(ids, g.opts, func(id int32) bool { out = append(out, id); return ctx.Err() == nil })
+	st, err := g.b.Model.Generate(ids, g.opts, func(id int32) bool { return a.add(id) && ctx.Err() == nil })
 	if err != nil {
 		return eval.Generation{}, err
 	}
-	return eval.Generation{Text: g.b.Tokenizer.Decode(out), Tokens: len(out), HitEOS: st.HitStop,
-		Seconds: time.Since(t0).Seconds()}, nil
+	return a.generation(st.HitStop, time.Since(t0).Seconds()), nil
+}
+
+// batchGenerator is a modelGenerator that answers all questions in
+// batches of up to size sequences.
+type batchGenerator struct {
+	*modelGenerator
+	size int
+}
+
+func (g *batchGenerator) GenerateBatch(ctx context.Context, prompts [][]eval.Message) ([]eval.Generation, error) {
+	answers := make([]*answer, len(prompts))
+	results := make([]llama.SeqResult, len(prompts))
+	reqs := make([]llama.SeqRequest, len(prompts))
+	for i, p := range prompts {
+		ids, err := g.encode(p)
+		if err != nil {
+			return nil, fmt.Errorf("question %d: %w", i, err)
+		}
+		a := &answer{stream: g.b.Tokenizer.NewTextStream(g.stops)}
+		answers[i] = a
+		reqs[i] = llama.SeqRequest{Prompt: ids, MaxTokens: g.opts.MaxTokens, Sample: g.opts.Sample, StopIDs: g.opts.StopIDs,
+			Ctx: ctx, Emit: a.add, Done: func(r llama.SeqResult) { results[i] = r }}
+	}
+	t0 := time.Now()
+	if err := g.b.Model.GenerateBatch(reqs, llama.BatchOptions{MaxBatch: g.size}); err != nil {
+		return nil, err
+	}
+	share := time.Since(t0).Seconds() / float64(len(prompts))
+	out := make([]eval.Generation, len(prompts))
+	for i, r := range results {
+		if r.Err != nil {
+			return nil, fmt.Errorf("question %d: %w", i, r.Err)
+		}
+		out[i] = answers[i].generation(r.HitStopToken, share)
+	}
+	return out, nil
 }
 
 func runEval(cmd *cobra.Command, f evalFlags) error {
 	if f.model == "" || f.dataDir == "" {
 		return fmt.Errorf("eval: --model and --data are required")
+	}
+	if f.batch < 1 {
+		return fmt.Errorf("eval: --batch must be at least 1, got %d", f.batch)
 	}
 	splitPath := filepath.Join(f.dataDir, f.split+".jsonl")
 	questions, err := readQuestions(splitPath, f.n)
@@ -155,15 +226,7 @@ func runEval(cmd *cobra.Command, f evalFlags) error {
 	}
 	var res *eval.Result
 	err = mlx.Do(func() error {
-		var tokOpts []llama.TokenizerOption
-		if f.chatFormat != "" {
-			cf, err := llama.ParseChatFormat(f.chatFormat)
-			if err != nil {
-				return err
-			}
-			tokOpts = append(tokOpts, llama.WithChatFormat(cf))
-		}
-		b, err := llama.Open(modelDir, llama.LoadOptions{Dtype: f.dtype}, tokOpts...)
+		b, err := llama.Open(modelDir, llama.LoadOptions{Dtype: f.dtype, ChatFormat: f.chatFormat})
 		if err != nil {
 			return err
 		}
@@ -190,14 +253,25 @@ func runEval(cmd *cobra.Command, f evalFlags) error {
 		}
 		gen := llama.GenerateOptions{MaxTokens: f.maxTokens, StopIDs: b.StopIDs,
 			Sample: llama.SampleOptions{Temp: f.temp, Seed: f.seed}}
-		base := &modelGenerator{b: b, ad: ad, enabled: false, opts: gen}
+		side := func(enabled bool) eval.Generator {
+			g := &modelGenerator{b: b, ad: ad, enabled: enabled, opts: gen, stops: f.stops}
+			if f.batch > 1 {
+				return &batchGenerator{modelGenerator: g, size: f.batch}
+			}
+			return g
+		}
+		base := side(false)
 		var adapter eval.Generator
 		if ad != nil {
-			adapter = &modelGenerator{b: b, ad: ad, enabled: true, opts: gen}
+			adapter = side(true)
+		}
+		generation := map[string]any{"max_tokens": f.maxTokens, "temp": f.temp, "seed": f.seed, "batch": f.batch}
+		if len(f.stops) > 0 {
+			generation["stop"] = f.stops
 		}
 		res, err = eval.RunPaired(cmd.Context(), questions, base, adapter, eval.Options{
 			Model: f.model, Adapter: f.adapter, Split: f.split, Judge: judge, JudgeModel: judgeModel,
-			Generation: map[string]any{"max_tokens": f.maxTokens, "temp": f.temp, "seed": f.seed}, Logger: slog.Default()})
+			Generation: generation, Logger: slog.Default()})
 		if err != nil {
 			return err
 		}

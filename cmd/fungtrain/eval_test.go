@@ -88,3 +88,40 @@ func TestEvalSmolLM2WithAdapter(t *testing.T) {
 		t.Error(err)
 	}
 }
+
+// TestEvalBatchedEqualsOneByOne evaluates the base model on three held-out
+// questions with their answers decoded together (--batch 3) and one at a
+// time (--batch 1): the answers, token counts and EOS flags are the same.
+func TestEvalBatchedEqualsOneByOne(t *testing.T) {
+	model := cliAsset(t, smolLM2)
+	sample := cliAsset(t, "examples/fung-sample")
+	dataDir := t.TempDir()
+	firstLines(t, filepath.Join(sample, "test.jsonl"), filepath.Join(dataDir, "test.jsonl"), 3)
+	results := map[string]*eval.Result{}
+	for _, batch := range []string{"3", "1"} {
+		out := filepath.Join(t.TempDir(), "b"+batch)
+		if _, stderr, err := runCLI(t, "eval", "--model", model, "--data", dataDir, "--n", "3", "--max-tokens", "10",
+			"--batch", batch, "--out", out); err != nil {
+			t.Fatalf("eval --batch %s: %v\n%s", batch, err, stderr)
+		}
+		res, err := eval.ReadJSON(filepath.Join(out, "eval.json"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		results[batch] = res
+	}
+	b, one := results["3"], results["1"]
+	if len(b.Samples) != 3 || len(one.Samples) != 3 {
+		t.Fatalf("samples: %d batched, %d one by one", len(b.Samples), len(one.Samples))
+	}
+	for i := range b.Samples {
+		g, w := b.Samples[i].Base, one.Samples[i].Base
+		if g.Text != w.Text || g.Tokens != w.Tokens || g.HitEOS != w.HitEOS || g.Tokens == 0 {
+			t.Errorf("question %d: batched %q (%d tokens, eos %v), one by one %q (%d tokens, eos %v)",
+				i, g.Text, g.Tokens, g.HitEOS, w.Text, w.Tokens, w.HitEOS)
+		}
+	}
+	if _, _, err := runCLI(t, "eval", "--model", model, "--data", dataDir, "--batch", "0"); err == nil || !strings.Contains(err.Error(), "--batch must be at least 1") {
+		t.Errorf("--batch 0: %v", err)
+	}
+}

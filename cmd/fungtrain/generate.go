@@ -8,7 +8,6 @@ import (
 	"io"
 	"log/slog"
 	"os"
-	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -117,6 +116,9 @@ func checkGenerateFlags(f generateFlags) error {
 			return errors.New("generate: --stop strings must not be empty")
 		}
 	}
+	if _, err := llama.ParseChatFormat(f.chatFormat); err != nil {
+		return fmt.Errorf("generate: --chat-format: %w", err)
+	}
 	switch f.dtype {
 	case "auto", "bf16", "f16", "f32":
 	default:
@@ -199,10 +201,6 @@ func runGenerate(cmd *cobra.Command, f generateFlags) error {
 	if err := resolveModelArg(cmd.Context(), &f.model); err != nil {
 		return err
 	}
-	format, err := llama.ParseChatFormat(f.chatFormat)
-	if err != nil {
-		return fmt.Errorf("--chat-format: %w", err)
-	}
 	msgs, err := promptMessages(cmd, f)
 	if err != nil {
 		return err
@@ -211,7 +209,7 @@ func runGenerate(cmd *cobra.Command, f generateFlags) error {
 	var st llama.GenerateStats
 	err = mlx.Do(func() error {
 		t0 := time.Now()
-		b, err := llama.Open(f.model, llama.LoadOptions{Dtype: f.dtype, Dequantize: f.dequantize}, llama.WithChatFormat(format))
+		b, err := llama.Open(f.model, llama.LoadOptions{Dtype: f.dtype, Dequantize: f.dequantize, ChatFormat: f.chatFormat})
 		if err != nil {
 			return err
 		}
@@ -229,13 +227,8 @@ func runGenerate(cmd *cobra.Command, f generateFlags) error {
 			}
 			return fmt.Errorf("generate: %w", err)
 		}
-		maxTokens := f.maxTokens
-		if ctx := b.Model.Config.MaxPositionEmbeddings; ctx > 0 && len(ids) < ctx && len(ids)+maxTokens > ctx {
-			maxTokens = ctx - len(ids)
-			slog.Warn("--max-tokens reduced to fit the context", "prompt_tokens", len(ids), "context", ctx, "max_tokens", maxTokens)
-		}
 		opts := llama.GenerateOptions{
-			MaxTokens:    maxTokens,
+			MaxTokens:    f.maxTokens,
 			StopIDs:      b.StopIDs,
 			PrefillChunk: f.prefillChunk,
 			Sample: llama.SampleOptions{
@@ -243,28 +236,22 @@ func runGenerate(cmd *cobra.Command, f generateFlags) error {
 				RepetitionPenalty: f.repPenalty, RepetitionContext: f.repContext, Seed: f.seed,
 			},
 		}
-		dec := b.Tokenizer.NewStreamDecoder()
-		filter := &stopFilter{stops: f.stops}
+		text := b.Tokenizer.NewTextStream(f.stops)
 		var werr error
 		write := func(s string) {
 			if s != "" && werr == nil {
 				_, werr = io.WriteString(out, s)
 			}
 		}
-		stopped := false
 		st, err = b.Model.Generate(ids, opts, func(id int32) bool {
-			text, hit := filter.Push(dec.Add(id))
-			write(text)
-			stopped = hit
+			piece, hit := text.Add(id)
+			write(piece)
 			return !hit && werr == nil
 		})
 		if err != nil {
 			return err
 		}
-		if !stopped {
-			text, _ := filter.Push(dec.Flush())
-			write(text + filter.Flush())
-		}
+		write(text.Finish())
 		write("\n")
 		if werr != nil {
 			return fmt.Errorf("generate: write output: %w", werr)
@@ -277,50 +264,4 @@ func runGenerate(cmd *cobra.Command, f generateFlags) error {
 	_, err = fmt.Fprintf(errw, "==========\nPrompt: %d tokens, %.3f tokens-per-sec\nGeneration: %d tokens, %.3f tokens-per-sec\nPeak memory: %.3f GB\n",
 		st.PromptTokens, st.PromptTPS, st.GeneratedTokens, st.GenerationTPS, float64(st.PeakMemoryBytes)/1e9)
 	return err
-}
-
-// stopFilter passes generated text through until it contains one of the
-// stop strings, holding back any tail that could be the start of one, so a
-// stop string split across tokens is never printed.
-type stopFilter struct {
-	stops []string
-	held  string
-	done  bool
-}
-
-// Push adds text and returns what can be printed now, and whether a stop
-// string was found (the text returned then ends just before it).
-func (f *stopFilter) Push(s string) (string, bool) {
-	if f.done {
-		return "", true
-	}
-	buf := f.held + s
-	cut := -1
-	for _, stop := range f.stops {
-		if i := strings.Index(buf, stop); i >= 0 && (cut < 0 || i < cut) {
-			cut = i
-		}
-	}
-	if cut >= 0 {
-		f.held, f.done = "", true
-		return buf[:cut], true
-	}
-	hold := 0
-	for _, stop := range f.stops {
-		for k := min(len(stop)-1, len(buf)); k > hold; k-- {
-			if strings.HasSuffix(buf, stop[:k]) {
-				hold = k
-				break
-			}
-		}
-	}
-	f.held = buf[len(buf)-hold:]
-	return buf[:len(buf)-hold], false
-}
-
-// Flush returns the held-back text at the end of generation.
-func (f *stopFilter) Flush() string {
-	s := f.held
-	f.held = ""
-	return s
 }

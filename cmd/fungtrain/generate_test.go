@@ -223,42 +223,6 @@ func TestVersion(t *testing.T) {
 	}
 }
 
-func TestStopFilter(t *testing.T) {
-	cases := []struct {
-		stops  []string
-		pieces []string
-		want   string
-		hit    bool
-	}{
-		{[]string{"END"}, []string{"abc", "E", "N", "D", "xyz"}, "abc", true},
-		{[]string{"END"}, []string{"abc", "EN", "x", "EN"}, "abcENxEN", false},
-		{[]string{"END"}, []string{"aEND"}, "a", true},
-		{[]string{"\n\n", "User:"}, []string{"hi\n", "Us", "er", ":"}, "hi\n", true},
-		{[]string{"\n\n", "User:"}, []string{"hi\n", "\nUser:"}, "hi", true},
-		{[]string{"xyz"}, []string{"日本", "語"}, "日本語", false},
-		{nil, []string{"a", "b"}, "ab", false},
-	}
-	for _, tc := range cases {
-		f := &stopFilter{stops: tc.stops}
-		var sb strings.Builder
-		hit := false
-		for _, p := range tc.pieces {
-			s, h := f.Push(p)
-			sb.WriteString(s)
-			if h {
-				hit = true
-				break
-			}
-		}
-		if !hit {
-			sb.WriteString(f.Flush())
-		}
-		if sb.String() != tc.want || hit != tc.hit {
-			t.Errorf("stops %q, pieces %q: got %q (hit %v), want %q (hit %v)", tc.stops, tc.pieces, sb.String(), hit, tc.want, tc.hit)
-		}
-	}
-}
-
 func TestPromptMessages(t *testing.T) {
 	dir := t.TempDir()
 	write := func(name, text string) string {
