@@ -130,7 +130,7 @@ func summarizeStage(w io.Writer, o stageOutcome, limit failLimit) error {
 			o.stage, filepath.Base(o.output), o.failed, o.tried)
 	case limit.exceeded(o.failed, o.items()):
 		status, code = "too-many-failures", exitTooManyFailures
-		err = fmt.Errorf("the %s stage failed %d of its %d items, more than --max-failed %s allows (see the report; a rerun retries them)",
+		err = fmt.Errorf("the %s stage failed %d of its %d items, more than --max-failed %s allows (see the report; a rerun retries those that may pass, --retry-failed all of them)",
 			o.stage, o.failed, o.items(), limit)
 	case o.failed > 0:
 		status = "failures-to-retry"
