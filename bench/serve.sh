@@ -33,7 +33,7 @@ while [ $# -gt 0 ]; do
 done
 mkdir -p "$OUT"
 OUT="$(cd "$OUT" && pwd)"
-echo "==> machine: $(uname -sm), $(nproc) cores; results in $OUT"
+echo "==> machine: $(uname -sm), $(getconf _NPROCESSORS_ONLN) cores; results in $OUT"
 "$FT" version | tee "$OUT/version.txt"
 if [ -z "$TOK" ] && [ -z "${MODEL_DIR:-}" ]; then
   TOK="$ROOT/third_party/llama3-tokenizer"

@@ -51,8 +51,8 @@ func stExpected(file []byte) (entries map[string]stHeaderEntry, raw map[string][
 			}
 			continue
 		}
-		var e stHeaderEntry
-		if err := json.Unmarshal(msg, &e); err != nil || len(e.Offsets) != 2 {
+		e, ok := stEntry(msg)
+		if !ok || len(e.Offsets) != 2 {
 			return nil, nil, false
 		}
 		size, known := stDtypeSize[e.Dtype]
@@ -72,6 +72,24 @@ func stExpected(file []byte) (entries map[string]stHeaderEntry, raw map[string][
 		entries[name], raw[name] = e, data[begin:end]
 	}
 	return entries, raw, true
+}
+
+// stEntry reads one tensor's entry by its exact keys: the specification's
+// names are case-sensitive (encoding/json's struct decoding is not, and
+// would take "dtYpe" for "dtype").
+func stEntry(msg []byte) (stHeaderEntry, bool) {
+	var fields map[string]json.RawMessage
+	if json.Unmarshal(msg, &fields) != nil || hasDuplicateKeys(msg) {
+		return stHeaderEntry{}, false
+	}
+	var e stHeaderEntry
+	for key, dst := range map[string]any{"dtype": &e.Dtype, "shape": &e.Shape, "data_offsets": &e.Offsets} {
+		raw, ok := fields[key]
+		if !ok || string(bytes.TrimSpace(raw)) == "null" || json.Unmarshal(raw, dst) != nil {
+			return stHeaderEntry{}, false
+		}
+	}
+	return e, true
 }
 
 // hasDuplicateKeys reports whether the top-level JSON object in b names a
