@@ -36,7 +36,7 @@ type GenerateStats struct {
 // host could not hide: near zero when the host is the bottleneck.
 type DecodeHostTime struct {
 	Tokens       int     // decode steps timed
-	BuildSeconds float64 // building the step's graph (Go code and cgo calls into MLX)
+	BuildSeconds float64 // building the step's graph and freeing its handles (Go code and cgo calls into MLX)
 	EvalSeconds  float64 // inside AsyncEval: MLX schedules and encodes the graph
 	WaitSeconds  float64 // inside Item: waiting for the token to be computed
 }
@@ -104,19 +104,22 @@ func (m *Model) Generate(prompt []int32, opts GenerateOptions, emit func(id int3
 	// starts computing it.
 	var host hostClock
 	step := func(input *mlx.Array) (*mlx.Array, error) {
-		s := mlx.NewScope()
-		defer s.Close()
 		t := time.Now()
+		s := mlx.NewScope()
 		logits := m.Forward(input, caches)
 		last := mlx.Reshape(mlx.SliceAxis(logits, 1, logits.Dim(1)-1, logits.Dim(1)), 1, -1)
 		next := mlx.Reshape(sampler.sample(last, history), 1, 1)
 		t = host.add(&host.build, t)
 		err := mlx.AsyncEval(next)
-		host.add(&host.eval, t)
+		t = host.add(&host.eval, t)
+		s.Keep(next)
+		s.Close() // the step's handles; the graph holds what it needs
+		host.add(&host.build, t)
 		if err != nil {
+			next.Free()
 			return nil, err
 		}
-		return s.Keep(next), nil
+		return next, nil
 	}
 	// Steps are queued before the tokens they follow are read: the device
 	// computes token i while the host builds and encodes the steps after

@@ -230,13 +230,11 @@ func (m *Model) initAttention() {
 // are appended to it and positions start at its offset.
 func (a *Attention) Forward(x *mlx.Array, cache *KVCache) *mlx.Array {
 	B, L := x.Dim(0), x.Dim(1)
-	q, k, v := a.project(x, cache != nil)
 	offset := 0
 	if cache != nil {
 		offset = cache.Offset
 	}
-	q = mlx.Rope(q, a.rope, offset)
-	k = mlx.Rope(k, a.rope, offset)
+	q, k, v := a.project(x, offset, cache != nil)
 	if cache != nil {
 		k, v = cache.Update(k, v)
 	}
@@ -249,20 +247,24 @@ func (a *Attention) Forward(x *mlx.Array, cache *KVCache) *mlx.Array {
 	return a.O.Forward(o)
 }
 
-// project returns the queries, keys and values of x (B, L, D), each
-// (B, heads, L, headDim). When decoding they may come from one matmul.
-func (a *Attention) project(x *mlx.Array, decoding bool) (q, k, v *mlx.Array) {
+// project returns the rotated queries and keys and the values of x
+// (B, L, D) at positions from offset, each (B, heads, L, headDim). When
+// decoding, q, k and v may come from one matmul, and q and k be rotated
+// together.
+func (a *Attention) project(x *mlx.Array, offset int, decoding bool) (q, k, v *mlx.Array) {
 	B, L := x.Dim(0), x.Dim(1)
 	heads := func(y *mlx.Array, n int) *mlx.Array {
 		return mlx.Transpose(mlx.Reshape(y, B, L, n, a.headDim), 0, 2, 1, 3)
 	}
+	H, KV := a.nHeads, a.nKVHeads
 	if decoding && a.qkv.usable(a.Q, a.K, a.V) {
-		all := heads(a.qkv.forward(x), a.nHeads+2*a.nKVHeads)
-		return mlx.SliceAxis(all, 1, 0, a.nHeads),
-			mlx.SliceAxis(all, 1, a.nHeads, a.nHeads+a.nKVHeads),
-			mlx.SliceAxis(all, 1, a.nHeads+a.nKVHeads, a.nHeads+2*a.nKVHeads)
+		all := heads(a.qkv.forward(x), H+2*KV)
+		qk := mlx.Rope(mlx.SliceAxis(all, 1, 0, H+KV), a.rope, offset)
+		return mlx.SliceAxis(qk, 1, 0, H), mlx.SliceAxis(qk, 1, H, H+KV), mlx.SliceAxis(all, 1, H+KV, H+2*KV)
 	}
-	return heads(a.Q.Forward(x), a.nHeads), heads(a.K.Forward(x), a.nKVHeads), heads(a.V.Forward(x), a.nKVHeads)
+	q = mlx.Rope(heads(a.Q.Forward(x), H), a.rope, offset)
+	k = mlx.Rope(heads(a.K.Forward(x), KV), a.rope, offset)
+	return q, k, heads(a.V.Forward(x), KV)
 }
 
 // Forward applies the MLP.
