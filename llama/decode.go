@@ -34,6 +34,13 @@ type DecodeSettings struct {
 	// CompiledSwiGLU computes silu(gate)·up as one compiled kernel, as
 	// mlx-lm does, instead of three.
 	CompiledSwiGLU bool
+	// CopyCache makes every cache update copy the buffer instead of
+	// writing into it in place. MLX writes in place only when no queued
+	// work still reads the buffer, which depends on how far the device
+	// lags the host; each switch changes a step's kernel sequence, and each
+	// new sequence makes CUDA instantiate a graph where it would otherwise
+	// update a cached one. The copy costs a pass over the cache per layer.
+	CopyCache bool
 	// Depth is how many tokens are queued on the device beyond the one
 	// being read (default 1). Greedy and seeded sampling need no token on
 	// the host to build the next step; a repetition penalty does, and then
@@ -41,15 +48,16 @@ type DecodeSettings struct {
 	Depth int
 }
 
-// DecodeSettingsFromEnv reads FUNGTRAIN_DECODE_TRANSPOSED, _FUSE, _SWIGLU
-// (each 1 or 0) and _DEPTH (a count) once per process. Unset variables
+// DecodeSettingsFromEnv reads FUNGTRAIN_DECODE_TRANSPOSED, _FUSE, _SWIGLU,
+// _COPY_CACHE (each 1 or 0) and _DEPTH (a count) once per process. Unset variables
 // take the defaults.
 var DecodeSettingsFromEnv = sync.OnceValue(func() DecodeSettings {
 	flag := func(name string) bool {
 		v, err := strconv.ParseBool(os.Getenv("FUNGTRAIN_DECODE_" + name))
 		return err == nil && v
 	}
-	s := DecodeSettings{Transposed: flag("TRANSPOSED"), Fuse: flag("FUSE"), CompiledSwiGLU: flag("SWIGLU"), Depth: 1}
+	s := DecodeSettings{Transposed: flag("TRANSPOSED"), Fuse: flag("FUSE"), CompiledSwiGLU: flag("SWIGLU"),
+		CopyCache: flag("COPY_CACHE"), Depth: 1}
 	if d, err := strconv.Atoi(os.Getenv("FUNGTRAIN_DECODE_DEPTH")); err == nil && d >= 0 {
 		s.Depth = d
 	}

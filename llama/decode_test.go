@@ -18,6 +18,7 @@ var decodeVariants = []struct {
 	{"transposed", DecodeSettings{Transposed: true, Depth: 1}},
 	{"fused", DecodeSettings{Fuse: true, Depth: 1}},
 	{"compiled swiglu", DecodeSettings{CompiledSwiGLU: true, Depth: 1}},
+	{"copy cache", DecodeSettings{CopyCache: true, Depth: 1}},
 	{"depth 0", DecodeSettings{Depth: 0}},
 	{"depth 3", DecodeSettings{Depth: 3}},
 	{"all", DecodeSettings{Transposed: true, Fuse: true, CompiledSwiGLU: true, Depth: 2}},
