@@ -12,8 +12,8 @@ MLX ops one step builds: the mlx-lm side of fungtrain's decode analysis
         runs mlx-lm's generate_step greedily (warm-up over the whole length
         first) and prints one JSON object: decode tokens/s, and per token
         the milliseconds spent building the graph (the model call and the
-        sampler, timed by wrapping them), inside mx.async_eval, and the
-        rest (waiting in y.item(), Python); and the ops of one decode
+        sampler, timed by wrapping them; wall and the thread's CPU time),
+        inside mx.async_eval, and the rest (waiting in y.item(), Python); and the ops of one decode
         step's graph, counted by primitive from mx.export_to_dot (on the
         CPU, fast ops without a CPU kernel count as their fallback ops).
 """
@@ -58,17 +58,19 @@ def write(a):
 
 
 class Timed:
-    """Wraps a callable and adds up the seconds spent in it."""
+    """Wraps a callable and adds up the seconds spent in it, wall and the
+    thread's CPU time."""
 
     def __init__(self, f):
-        self.f, self.seconds, self.calls = f, 0.0, 0
+        self.f, self.seconds, self.cpu, self.calls = f, 0.0, 0.0, 0
 
     def __call__(self, *args, **kwargs):
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.thread_time()
         try:
             return self.f(*args, **kwargs)
         finally:
             self.seconds += time.perf_counter() - t
+            self.cpu += time.thread_time() - c
             self.calls += 1
 
 
@@ -119,14 +121,16 @@ def measure(a):
             if n == 0:
                 # The decode phase starts after the first token, as in fungtrain.
                 t1 = time.perf_counter()
-                base = (tm.timed.seconds, greedy.seconds, async_eval.seconds)
+                base = (tm.timed.seconds, greedy.seconds, async_eval.seconds, tm.timed.cpu + greedy.cpu)
             n += 1
         t2 = time.perf_counter()
         steps = n - 1
         build = (tm.timed.seconds - base[0]) + (greedy.seconds - base[1])
+        build_cpu = tm.timed.cpu + greedy.cpu - base[3]
         ev = async_eval.seconds - base[2]
         if r > 0:
             rounds.append({"decode_tokens_per_sec": steps / (t2 - t1), "build_ms": 1000 * build / steps,
+                           "build_cpu_ms": 1000 * build_cpu / steps,
                            "eval_ms": 1000 * ev / steps, "rest_ms": 1000 * ((t2 - t1) - build - ev) / steps})
     gen.mx.async_eval = async_eval.f
     ops = count_ops(model, vocab, a.prompt)

@@ -1,6 +1,7 @@
 package llama
 
 import (
+	"runtime"
 	"testing"
 	"time"
 
@@ -56,6 +57,8 @@ func BenchmarkDecodeStepGraph(b *testing.B) {
 				}
 				smp := newSampler(SampleOptions{})
 				var build time.Duration
+				var calls int64
+				b.ReportAllocs()
 				b.ResetTimer()
 				for range b.N {
 					s := mlx.NewScope()
@@ -67,10 +70,11 @@ func BenchmarkDecodeStepGraph(b *testing.B) {
 							values: mlx.Reshape(c.values, c.values.Shape()...)}
 						mlx.Detach(cs[i].keys, cs[i].values)
 					}
-					t := threadCPU()
+					t, c := threadCPU(), runtime.NumCgoCall()
 					logits := m.Forward(mlx.FromInt32s(prompt[:1], 1, 1), cs)
 					next := smp.sample(mlx.Reshape(logits, 1, -1), nil)
 					build += threadCPU() - t
+					calls += runtime.NumCgoCall() - c
 					if err := next.Err(); err != nil {
 						return err
 					}
@@ -78,6 +82,7 @@ func BenchmarkDecodeStepGraph(b *testing.B) {
 					s.Close()
 				}
 				b.ReportMetric(float64(build.Microseconds())/float64(b.N), "build-cpu-µs/step")
+				b.ReportMetric(float64(calls)/float64(b.N), "cgo-calls/step")
 				return nil
 			})
 		})
