@@ -25,11 +25,12 @@ type DecodeSettings struct {
 	// matmul sees the same strides either way.
 	Transposed bool
 	// Fuse multiplies by q, k and v in one matmul, and by gate and up in
-	// another, over their weights concatenated by rows: 5 matmul kernels
-	// per layer become 2. The projections' weights become views into the
-	// concatenation, so it costs no memory; a layer whose projections were
-	// replaced (an adapter installed, weights merged) falls back to the
-	// separate matmuls. Each output is the same dot product as before.
+	// another, over their weights concatenated by rows, and rotates q and
+	// k with one RoPE: 7 kernels per layer become 3. The projections'
+	// weights become views into the concatenation, so it costs no memory;
+	// a layer whose projections were replaced (an adapter installed,
+	// weights merged) falls back to the separate matmuls. Each output is
+	// the same dot product as before.
 	Fuse bool
 	// CompiledSwiGLU computes silu(gate)·up as one compiled kernel, as
 	// mlx-lm does, instead of three.
@@ -49,8 +50,8 @@ type DecodeSettings struct {
 }
 
 // DecodeSettingsFromEnv reads FUNGTRAIN_DECODE_TRANSPOSED, _FUSE, _SWIGLU,
-// _COPY_CACHE (each 1 or 0) and _DEPTH (a count) once per process. Unset variables
-// take the defaults.
+// _COPY_CACHE (each 1 or 0) and _DEPTH (a count) once per process. Unset
+// variables take the defaults.
 var DecodeSettingsFromEnv = sync.OnceValue(func() DecodeSettings {
 	flag := func(name string) bool {
 		v, err := strconv.ParseBool(os.Getenv("FUNGTRAIN_DECODE_" + name))
@@ -125,9 +126,6 @@ func (m *Model) PrepareDecode(s DecodeSettings) error {
 		f.on = s.Fuse
 		if err == nil && s.Transposed && f.w != nil && f.wT == nil {
 			f.wT, err = transposedView(f.w)
-		}
-		if err == nil && f.w != nil && f.w.Err() != nil {
-			err = f.w.Err()
 		}
 	}
 	if err == nil && s.Transposed {

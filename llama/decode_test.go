@@ -321,3 +321,45 @@ func TestDecodeSettingsFromEnv(t *testing.T) {
 		return nil
 	})
 }
+
+// TestDecodeSettingsSmolLM2 decodes a chat prompt with SmolLM2-135M kept
+// 4-bit (Q4_1, 9 query and 3 KV heads) under the defaults and with every
+// setting on: the same tokens.
+func TestDecodeSettingsSmolLM2(t *testing.T) {
+	path := requireAsset(t, smolLM2GGUF)
+	doMLX(t, func() error {
+		b, err := Open(path, LoadOptions{Dequantize: "no"})
+		if err != nil {
+			return err
+		}
+		defer b.Close()
+		ids, _, err := b.Tokenizer.EncodeChat([]Message{{Role: "user", Content: "What is the capital of France?"}}, true)
+		if err != nil {
+			return err
+		}
+		opts := GenerateOptions{MaxTokens: 8, StopIDs: b.StopIDs}
+		if err := b.Model.PrepareDecode(DecodeSettings{Depth: 1}); err != nil {
+			return err
+		}
+		want, _, err := generateIDs(b.Model, ids, opts)
+		if err != nil {
+			return err
+		}
+		if err := b.Model.PrepareDecode(DecodeSettings{Transposed: true, Fuse: true, CompiledSwiGLU: true, CopyCache: true, Depth: 2}); err != nil {
+			return err
+		}
+		for i, l := range b.Model.Layers {
+			if !l.Attn.qkv.usable(l.Attn.Q, l.Attn.K, l.Attn.V) || !l.MLP.gateUp.usable(l.MLP.Gate, l.MLP.Up) {
+				t.Errorf("layer %d not fused", i)
+			}
+		}
+		got, _, err := generateIDs(b.Model, ids, opts)
+		if err != nil {
+			return err
+		}
+		if len(want) == 0 || !slices.Equal(got, want) {
+			t.Errorf("every setting on: %v (%q), defaults %v (%q)", got, b.Tokenizer.Decode(got), want, b.Tokenizer.Decode(want))
+		}
+		return nil
+	})
+}
