@@ -139,18 +139,19 @@ def med(row, k):
     v = [x[k] for x in row["runs"] if x.get(k) is not None]
     return statistics.median(v) if v else None
 
-lines = ["| variant | model | decode tok/s (median) | by run | vs mlx-lm | build ms/tok | eval ms/tok | wait ms/tok | settings |",
-         "|---|---|---|---|---|---|---|---|---|"]
+lines = ["| variant | model | decode tok/s (median) | by run | vs mlx-lm | build ms/tok | eval ms/tok | wait ms/tok | prefill tok/s | peak GiB | settings |",
+         "|---|---|---|---|---|---|---|---|---|---|---|"]
 for row in rows:
     if not row["runs"]:
-        lines.append(f"| {row['label']} | {row['model']} | no result | | | | | | {row['env']} |")
+        lines.append(f"| {row['label']} | {row['model']} | no result | | | | | | | | {row['env']} |")
         continue
     tps = med(row, "tps")
     ratio = f"{tps / anchor[row['model']]:.2f}x" if row["model"] in anchor else "-"
     by = " / ".join(f"{x['tps']:.1f}" for x in row["runs"])
-    f = lambda v: "-" if v is None else f"{v:.2f}"
+    f = lambda v, d=2: "-" if v is None else f"{v:.{d}f}"
     lines.append(f"| {row['label']} | {row['model']} | {tps:.1f} | {by} | {ratio} | {f(med(row, 'build'))} | "
-                 f"{f(med(row, 'eval'))} | {f(med(row, 'wait'))} | {row['env'] or ('mlx-lm' if row['system'] == 'mlxlm' else 'defaults')} |")
+                 f"{f(med(row, 'eval'))} | {f(med(row, 'wait'))} | {f(med(row, 'prefill'), 0)} | {f(med(row, 'peak'))} | "
+                 f"{row['env'] or ('mlx-lm' if row['system'] == 'mlxlm' else 'defaults')} |")
 notes = ["", "Host ms per decode token: build = building the graph (fungtrain: Go and cgo, and freeing the step's "
          "handles; mlx-lm: the model call and the sampler in Python); eval = inside (mx.)async_eval, MLX scheduling "
          "and encoding the kernels; wait = fungtrain waiting in Item for the token (mlx-lm: everything else, "
