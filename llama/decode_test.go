@@ -363,3 +363,32 @@ func TestDecodeSettingsSmolLM2(t *testing.T) {
 		return nil
 	})
 }
+
+// TestDecodeQueueEdges checks the queue at its edges for each depth: no
+// token for MaxTokens 0, exactly MaxTokens otherwise, and nothing queued
+// left behind.
+func TestDecodeQueueEdges(t *testing.T) {
+	m := peakyRandomModel(t)
+	prompt := randomPrompt(4, 5, m.Config.VocabSize)
+	doMLX(t, func() error {
+		for _, depth := range []int{0, 1, 3} {
+			if err := m.PrepareDecode(DecodeSettings{Depth: depth}); err != nil {
+				return err
+			}
+			for _, n := range []int{0, 1, 2, 5} {
+				before := mlx.LiveArrays()
+				got, st, err := generateIDs(m, prompt, GenerateOptions{MaxTokens: n})
+				if err != nil {
+					return err
+				}
+				if len(got) != n || st.GeneratedTokens != n {
+					t.Errorf("depth %d, MaxTokens %d: emitted %d, counted %d", depth, n, len(got), st.GeneratedTokens)
+				}
+				if after := mlx.LiveArrays(); after != before {
+					t.Errorf("depth %d, MaxTokens %d: live arrays %d after, %d before", depth, n, after, before)
+				}
+			}
+		}
+		return nil
+	})
+}

@@ -153,7 +153,7 @@ func (m *Model) Generate(prompt []int32, opts GenerateOptions, emit func(id int3
 		return st, err
 	}
 	var tFirst time.Time
-	for len(queue) > 0 {
+	for len(queue) > 0 && st.GeneratedTokens < opts.MaxTokens {
 		for len(queue) <= ahead && built < opts.MaxTokens {
 			if err := queueStep(queue[len(queue)-1]); err != nil {
 				return st, err
