@@ -104,6 +104,13 @@ type GenResult struct {
 	DecodePerSec    float64 `json:"decode_tokens_per_sec"`
 	PeakMemoryGiB   float64 `json:"peak_memory_gib"`
 	MaxRSSGiB       float64 `json:"max_rss_gib"`
+	// Where a decode step's time went on the host, in ms per token:
+	// building the graph, MLX's scheduling and encoding (AsyncEval), and
+	// waiting for the device (the part the next step's work did not hide).
+	DecodeBuildMS float64           `json:"decode_build_ms_per_token"`
+	DecodeEvalMS  float64           `json:"decode_eval_ms_per_token"`
+	DecodeWaitMS  float64           `json:"decode_wait_ms_per_token"`
+	DecodeEnv     map[string]string `json:"decode_env,omitempty"` // the FUNGTRAIN_DECODE_* and MLX_* settings
 }
 
 // PerSecond is count/seconds, 0 when no time passed.
@@ -192,9 +199,29 @@ func Generate(ctx context.Context, o Options) (*GenResult, error) {
 	if err != nil {
 		return nil, err
 	}
+	perToken := func(s float64) float64 {
+		if st.Host.Tokens == 0 {
+			return 0
+		}
+		return 1000 * s / float64(st.Host.Tokens)
+	}
 	return &GenResult{Shape: name, Dtype: m.Dtype.String(), Backend: mlx.Backend(), PromptTokens: st.PromptTokens,
 		GeneratedTokens: st.GeneratedTokens, PrefillPerSec: st.PromptTPS, DecodePerSec: st.GenerationTPS,
-		PeakMemoryGiB: GiB(st.PeakMemoryBytes), MaxRSSGiB: GiB(MaxRSS())}, nil
+		PeakMemoryGiB: GiB(st.PeakMemoryBytes), MaxRSSGiB: GiB(MaxRSS()),
+		DecodeBuildMS: perToken(st.Host.BuildSeconds), DecodeEvalMS: perToken(st.Host.EvalSeconds),
+		DecodeWaitMS: perToken(st.Host.WaitSeconds), DecodeEnv: decodeEnv()}, nil
+}
+
+// decodeEnv lists the environment variables that change how generation
+// runs: FUNGTRAIN_DECODE_* (llama/decode.go) and MLX_*.
+func decodeEnv() map[string]string {
+	env := mlxEnv()
+	for _, kv := range os.Environ() {
+		if k, v, ok := strings.Cut(kv, "="); ok && strings.HasPrefix(k, "FUNGTRAIN_DECODE_") {
+			env[k] = v
+		}
+	}
+	return env
 }
 
 // mlxEnv lists the MLX_* environment variables, which change how MLX

@@ -12,13 +12,20 @@ type KVCache struct {
 	Offset int // positions filled
 	keys   *mlx.Array
 	values *mlx.Array
+
+	// With copyOnWrite, the buffers the last update wrote stay referenced
+	// until the next update, so that MLX never writes into them in place
+	// (DecodeSettings.CopyCache).
+	copyOnWrite          bool
+	prevKeys, prevValues *mlx.Array
 }
 
 // NewCaches returns one empty cache per layer.
 func (m *Model) NewCaches() []*KVCache {
+	copyOnWrite := m.decode != nil && m.decode.settings.CopyCache
 	cs := make([]*KVCache, len(m.Layers))
 	for i := range cs {
-		cs[i] = &KVCache{}
+		cs[i] = &KVCache{copyOnWrite: copyOnWrite}
 	}
 	return cs
 }
@@ -32,9 +39,10 @@ func FreeCaches(cs []*KVCache) {
 
 // Free releases the cache buffers.
 func (c *KVCache) Free() {
-	c.keys.Free()
-	c.values.Free()
-	c.keys, c.values, c.Offset = nil, nil, 0
+	for _, a := range []*mlx.Array{c.keys, c.values, c.prevKeys, c.prevValues} {
+		a.Free()
+	}
+	c.keys, c.values, c.prevKeys, c.prevValues, c.Offset = nil, nil, nil, nil, 0
 }
 
 // Update appends k and v (B, kvHeads, L, D) and returns the keys and values
@@ -56,7 +64,14 @@ func (c *KVCache) Update(k, v *mlx.Array) (*mlx.Array, *mlx.Array) {
 	c.Offset += L
 	nk := mlx.SliceUpdate(c.keys, k, []int{0, 0, prev, 0}, []int{B, H, c.Offset, D}, nil)
 	nv := mlx.SliceUpdate(c.values, v, []int{0, 0, prev, 0}, []int{B, H, c.Offset, Dv}, nil)
-	// Freeing the old buffers before evaluation lets MLX update in place.
+	if c.copyOnWrite {
+		c.prevKeys.Free()
+		c.prevValues.Free()
+		c.prevKeys, c.prevValues = c.keys, c.values
+		c.keys, c.values = nil, nil
+	}
+	// Freeing the old buffers before evaluation lets MLX update in place
+	// (when no queued work still reads them).
 	c.replace(nk, nv)
 	return mlx.SliceAxis(c.keys, 2, 0, c.Offset), mlx.SliceAxis(c.values, 2, 0, c.Offset)
 }

@@ -26,6 +26,19 @@ type GenerateStats struct {
 	HitStop          bool // ended with a stop token
 	PrefillSeconds   float64
 	GenerationSecond float64
+	// Host is where the decode phase's wall time went on the host.
+	Host DecodeHostTime
+}
+
+// DecodeHostTime splits the decode phase (after the first token, as
+// GenerationTPS counts it) by what the host thread was doing. With the next
+// token queued before the current one is read, Wait is the device time the
+// host could not hide: near zero when the host is the bottleneck.
+type DecodeHostTime struct {
+	Tokens       int     // decode steps timed
+	BuildSeconds float64 // building the step's graph and freeing its handles (Go code and cgo calls into MLX)
+	EvalSeconds  float64 // inside AsyncEval: MLX schedules and encodes the graph
+	WaitSeconds  float64 // inside Item: waiting for the token to be computed
 }
 
 // ErrPromptTooLong is returned when the prompt does not fit the context.
@@ -57,6 +70,10 @@ func (m *Model) Generate(prompt []int32, opts GenerateOptions, emit func(id int3
 	for _, id := range opts.StopIDs {
 		stop[id] = true
 	}
+	settings, err := m.decodeSettings()
+	if err != nil {
+		return st, fmt.Errorf("generate: %w", err)
+	}
 	caches := m.NewCaches()
 	defer FreeCaches(caches)
 	sampler := newSampler(opts.Sample)
@@ -85,67 +102,96 @@ func (m *Model) Generate(prompt []int32, opts GenerateOptions, emit func(id int3
 
 	// step builds the graph for the token after input (a (1,1) array) and
 	// starts computing it.
+	var host hostClock
 	step := func(input *mlx.Array) (*mlx.Array, error) {
+		t := time.Now()
 		s := mlx.NewScope()
-		defer s.Close()
 		logits := m.Forward(input, caches)
 		last := mlx.Reshape(mlx.SliceAxis(logits, 1, logits.Dim(1)-1, logits.Dim(1)), 1, -1)
-		next := sampler.sample(last, history)
-		next = mlx.Reshape(next, 1, 1)
-		if err := mlx.AsyncEval(next); err != nil {
+		next := mlx.Reshape(sampler.sample(last, history), 1, 1)
+		t = host.add(&host.build, t)
+		err := mlx.AsyncEval(next)
+		t = host.add(&host.eval, t)
+		s.Keep(next)
+		s.Close() // the step's handles; the graph holds what it needs
+		host.add(&host.build, t)
+		if err != nil {
+			next.Free()
 			return nil, err
 		}
-		return s.Keep(next), nil
+		return next, nil
+	}
+	// Steps are queued before the tokens they follow are read: the device
+	// computes token i while the host builds and encodes the steps after
+	// it. Greedy and seeded sampling build step i+1 on token i still on the
+	// device; the repetition penalty needs token i on the host first, so
+	// it runs one step at a time.
+	ahead := settings.Depth
+	if opts.Sample.penalized() {
+		ahead = 0
+	}
+	var queue []*mlx.Array // steps built and not yet read, oldest first
+	defer func() {
+		for _, y := range queue {
+			y.Free()
+		}
+	}()
+	built := 0
+	queueStep := func(input *mlx.Array) error {
+		y, err := step(input)
+		if err != nil {
+			return fmt.Errorf("generate: %w", err)
+		}
+		queue = append(queue, y)
+		built++
+		return nil
 	}
 	first := mlx.FromInt32s(prompt[len(prompt)-1:], 1, 1)
-	y, err := step(first)
+	err = queueStep(first)
 	first.Free()
 	if err != nil {
-		return st, fmt.Errorf("generate: %w", err)
+		return st, err
 	}
-	// Building step i+1 while step i computes hides the graph-building
-	// time. The repetition penalty needs token i first, so it runs in order.
-	pipelined := !opts.Sample.penalized()
 	var tFirst time.Time
-	for st.GeneratedTokens < opts.MaxTokens {
-		var yNext *mlx.Array
-		if pipelined && st.GeneratedTokens+1 < opts.MaxTokens {
-			if yNext, err = step(y); err != nil {
-				y.Free()
-				return st, fmt.Errorf("generate: %w", err)
+	for len(queue) > 0 && st.GeneratedTokens < opts.MaxTokens {
+		for len(queue) <= ahead && built < opts.MaxTokens {
+			if err := queueStep(queue[len(queue)-1]); err != nil {
+				return st, err
 			}
 		}
-		v, err := y.Item()
-		y.Free()
+		t := time.Now()
+		v, err := queue[0].Item()
+		host.add(&host.wait, t)
+		queue[0].Free()
+		queue = queue[1:]
 		if err != nil {
-			yNext.Free()
 			return st, fmt.Errorf("generate: %w", err)
 		}
 		id := int32(v)
 		if st.GeneratedTokens == 0 {
 			tFirst = time.Now()
 			st.PrefillSeconds = tFirst.Sub(t0).Seconds()
+			// The decode phase starts now: what the host did before
+			// belongs to the first token.
+			host = hostClock{}
 		}
 		if stop[id] {
 			st.HitStop = true
-			yNext.Free()
 			break
 		}
 		st.GeneratedTokens++
 		history = append(history, id)
 		if !emit(id) || st.GeneratedTokens >= opts.MaxTokens {
-			yNext.Free()
 			break
 		}
-		if !pipelined {
+		if len(queue) == 0 && built < opts.MaxTokens {
 			in := mlx.FromInt32s([]int32{id}, 1, 1)
-			yNext, err = step(in)
+			err := queueStep(in)
 			in.Free()
 			if err != nil {
-				return st, fmt.Errorf("generate: %w", err)
+				return st, err
 			}
 		}
-		y = yNext
 	}
 	end := time.Now()
 	st.PeakMemoryBytes = mlx.PeakMemory()
@@ -157,6 +203,18 @@ func (m *Model) Generate(prompt []int32, opts GenerateOptions, emit func(id int3
 		if n := st.GeneratedTokens - 1; n > 0 && st.GenerationSecond > 0 {
 			st.GenerationTPS = float64(n) / st.GenerationSecond
 		}
+		st.Host = DecodeHostTime{Tokens: max(st.GeneratedTokens-1, 0), BuildSeconds: host.build.Seconds(),
+			EvalSeconds: host.eval.Seconds(), WaitSeconds: host.wait.Seconds()}
 	}
 	return st, nil
+}
+
+// hostClock adds up where the host thread spends a decode step.
+type hostClock struct{ build, eval, wait time.Duration }
+
+// add adds the time since t to d and returns now.
+func (hostClock) add(d *time.Duration, t time.Time) time.Time {
+	now := time.Now()
+	*d += now.Sub(t)
+	return now
 }

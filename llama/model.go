@@ -18,11 +18,22 @@ type Linear struct {
 	Weight *mlx.Array     // dense weight, nil when quantized
 	Q      *mlx.Quantized // quantized weight, nil when dense
 	Bias   *mlx.Array     // optional
+
+	// t is Wᵀ as a view, made for decoding (decode.go), valid while
+	// Weight is still tOf.
+	t, tOf *mlx.Array
 }
 
 // Forward applies the layer.
 func (l *Linear) Forward(x *mlx.Array) *mlx.Array {
 	if l.Q == nil {
+		if l.t != nil && l.tOf == l.Weight {
+			y := mlx.Matmul(x, l.t)
+			if l.Bias != nil {
+				y = mlx.Add(y, l.Bias)
+			}
+			return y
+		}
 		return mlx.Linear(x, l.Weight, l.Bias)
 	}
 	y := mlx.QuantizedMatmul(x, *l.Q, true)
@@ -30,6 +41,20 @@ func (l *Linear) Forward(x *mlx.Array) *mlx.Array {
 		y = mlx.Add(y, l.Bias)
 	}
 	return y
+}
+
+// weight is the dense weight, or the quantized one's packed values.
+func (l *Linear) weight() *mlx.Array {
+	if l.Q != nil {
+		return l.Q.Weight
+	}
+	return l.Weight
+}
+
+// releaseT frees the transposed view.
+func (l *Linear) releaseT() {
+	l.t.Free()
+	l.t, l.tOf = nil, nil
 }
 
 // InOut returns the input and output feature sizes.
@@ -76,8 +101,10 @@ func (l *Linear) arrays() []*mlx.Array {
 	} else {
 		out = []*mlx.Array{l.Weight}
 	}
-	if l.Bias != nil {
-		out = append(out, l.Bias)
+	for _, a := range []*mlx.Array{l.Bias, l.t} {
+		if a != nil {
+			out = append(out, a)
+		}
 	}
 	return out
 }
@@ -90,11 +117,13 @@ type Attention struct {
 	headDim    int
 	scale      float32
 	rope       mlx.RoPE
+	qkv        *fusedLinear // q, k and v in one matmul, for decoding (decode.go)
 }
 
 // MLP is the SwiGLU feed-forward block: down(silu(gate(x)) · up(x)).
 type MLP struct {
 	Gate, Up, Down Layer
+	gateUp         *fusedLinear // gate and up in one matmul, for decoding (decode.go)
 }
 
 // Block is one transformer layer.
@@ -104,6 +133,7 @@ type Block struct {
 	InputNorm *mlx.Array // input_layernorm.weight
 	PostNorm  *mlx.Array // post_attention_layernorm.weight
 	eps       float32
+	decode    *decodePlan // how to build decode steps (decode.go); nil until set
 }
 
 // Model is a Llama 3.x causal language model.
@@ -117,6 +147,7 @@ type Model struct {
 	Norm   *mlx.Array // model.norm.weight
 	LMHead *Linear    // nil when tied to the embedding
 	freqs  *mlx.Array // llama3 rope frequencies, computed once
+	decode *decodePlan
 }
 
 // ModulePaths are the per-block linear layers, by their HF module path.
@@ -199,18 +230,11 @@ func (m *Model) initAttention() {
 // are appended to it and positions start at its offset.
 func (a *Attention) Forward(x *mlx.Array, cache *KVCache) *mlx.Array {
 	B, L := x.Dim(0), x.Dim(1)
-	heads := func(y *mlx.Array, n int) *mlx.Array {
-		return mlx.Transpose(mlx.Reshape(y, B, L, n, a.headDim), 0, 2, 1, 3)
-	}
-	q := heads(a.Q.Forward(x), a.nHeads)
-	k := heads(a.K.Forward(x), a.nKVHeads)
-	v := heads(a.V.Forward(x), a.nKVHeads)
 	offset := 0
 	if cache != nil {
 		offset = cache.Offset
 	}
-	q = mlx.Rope(q, a.rope, offset)
-	k = mlx.Rope(k, a.rope, offset)
+	q, k, v := a.project(x, offset, cache != nil)
 	if cache != nil {
 		k, v = cache.Update(k, v)
 	}
@@ -223,9 +247,37 @@ func (a *Attention) Forward(x *mlx.Array, cache *KVCache) *mlx.Array {
 	return a.O.Forward(o)
 }
 
+// project returns the rotated queries and keys and the values of x
+// (B, L, D) at positions from offset, each (B, heads, L, headDim). When
+// decoding, q, k and v may come from one matmul, and q and k be rotated
+// together.
+func (a *Attention) project(x *mlx.Array, offset int, decoding bool) (q, k, v *mlx.Array) {
+	B, L := x.Dim(0), x.Dim(1)
+	heads := func(y *mlx.Array, n int) *mlx.Array {
+		return mlx.Transpose(mlx.Reshape(y, B, L, n, a.headDim), 0, 2, 1, 3)
+	}
+	H, KV := a.nHeads, a.nKVHeads
+	if decoding && a.qkv.usable(a.Q, a.K, a.V) {
+		all := heads(a.qkv.forward(x), H+2*KV)
+		qk := mlx.Rope(mlx.SliceAxis(all, 1, 0, H+KV), a.rope, offset)
+		return mlx.SliceAxis(qk, 1, 0, H), mlx.SliceAxis(qk, 1, H, H+KV), mlx.SliceAxis(all, 1, H+KV, H+2*KV)
+	}
+	q = mlx.Rope(heads(a.Q.Forward(x), H), a.rope, offset)
+	k = mlx.Rope(heads(a.K.Forward(x), KV), a.rope, offset)
+	return q, k, heads(a.V.Forward(x), KV)
+}
+
 // Forward applies the MLP.
-func (m *MLP) Forward(x *mlx.Array) *mlx.Array {
-	return m.Down.Forward(mlx.Multiply(mlx.Silu(m.Gate.Forward(x)), m.Up.Forward(x)))
+func (m *MLP) Forward(x *mlx.Array) *mlx.Array { return m.forward(x, nil) }
+
+// forward applies the MLP, with a decode plan when decoding.
+func (m *MLP) forward(x *mlx.Array, plan *decodePlan) *mlx.Array {
+	if plan != nil && m.gateUp.usable(m.Gate, m.Up) {
+		gu := m.gateUp.forward(x)
+		last, n := gu.Ndim()-1, m.gateUp.splits[0]
+		return m.Down.Forward(plan.swiGLU(mlx.SliceAxis(gu, last, 0, n), mlx.SliceAxis(gu, last, n, gu.Dim(last))))
+	}
+	return m.Down.Forward(plan.swiGLU(m.Gate.Forward(x), m.Up.Forward(x)))
 }
 
 // Forward applies the block: pre-norm attention and MLP with residuals.
@@ -236,8 +288,12 @@ func (m *MLP) Forward(x *mlx.Array) *mlx.Array {
 func (b *Block) Forward(x *mlx.Array, cache *KVCache) *mlx.Array {
 	s := mlx.NewScope()
 	defer s.Close()
+	var plan *decodePlan // decoding (a cache) may use the model's decode plan
+	if cache != nil {
+		plan = b.decode
+	}
 	h := mlx.Add(x, b.Attn.Forward(mlx.RMSNorm(x, b.InputNorm, b.eps), cache))
-	return s.Keep(mlx.Add(h, b.MLP.Forward(mlx.RMSNorm(h, b.PostNorm, b.eps))))
+	return s.Keep(mlx.Add(h, b.MLP.forward(mlx.RMSNorm(h, b.PostNorm, b.eps), plan)))
 }
 
 // EmbedTokens looks up token embeddings for ids (B, L).
@@ -279,6 +335,8 @@ func (m *Model) Logits(h *mlx.Array) *mlx.Array {
 		return m.LMHead.Forward(h)
 	case m.EmbedQ != nil:
 		return mlx.QuantizedMatmul(h, *m.EmbedQ, true)
+	case m.decode != nil && m.decode.embedT != nil && m.decode.embedOf == m.Embed:
+		return mlx.Matmul(h, m.decode.embedT)
 	}
 	return mlx.Matmul(h, mlx.Transpose(m.Embed))
 }
@@ -309,6 +367,13 @@ func (m *Model) Arrays() []*mlx.Array {
 	for _, b := range m.Layers {
 		out = append(out, m.layerArrays(b)...)
 	}
+	if m.decode != nil {
+		for _, a := range m.decode.arrays() {
+			if a != nil {
+				out = append(out, a)
+			}
+		}
+	}
 	return out
 }
 
@@ -334,5 +399,9 @@ func BaseLinear(l Layer) *Linear { return baseLinear(l) }
 func (m *Model) Free() {
 	for _, a := range m.Arrays() {
 		a.Free()
+	}
+	if m.decode != nil {
+		m.decode.swiglu.Free()
+		m.decode = nil
 	}
 }

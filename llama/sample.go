@@ -70,6 +70,11 @@ func newSampler(o SampleOptions) *sampler {
 // sample returns the next token id (shape (1,)) for logits (1, V).
 func (s *sampler) sample(logits *mlx.Array, history []int32) *mlx.Array {
 	o := s.opts
+	if o.Temp <= 0 && !o.penalized() {
+		// Widening to float32 is exact, so the argmax of the logits as
+		// they are is the same token, one kernel sooner.
+		return mlx.Argmax(logits, -1, false)
+	}
 	logits = s.penalize(mlx.AsType(logits, mlx.Float32), history)
 	if o.Temp <= 0 {
 		return mlx.Argmax(logits, -1, false)

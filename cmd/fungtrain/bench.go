@@ -241,6 +241,8 @@ func printTable(w io.Writer, res any) error {
 		fmt.Fprintf(tw, "model\t%s (%s, %s)\n", r.Shape, r.Dtype, r.Backend)
 		fmt.Fprintf(tw, "prefill\t%d tokens, %.1f tokens/sec\n", r.PromptTokens, r.PrefillPerSec)
 		fmt.Fprintf(tw, "decode\t%d tokens, %.1f tokens/sec\n", r.GeneratedTokens, r.DecodePerSec)
+		fmt.Fprintf(tw, "decode host\t%.3f ms/token building the graph, %.3f in MLX's eval, %.3f waiting for the device\n",
+			r.DecodeBuildMS, r.DecodeEvalMS, r.DecodeWaitMS)
 		fmt.Fprintf(tw, "peak memory\t%.2f GiB (MLX), %.2f GiB (max RSS)\n", r.PeakMemoryGiB, r.MaxRSSGiB)
 	}
 	return tw.Flush()
