@@ -137,7 +137,10 @@ func TestLearningRate(t *testing.T) {
 
 // TestAdamWAgainstFloat64 runs three AdamW updates (weight decay 0.1) on
 // fixed gradients and compares with a float64 implementation of
-// p ← p(1 - lr·wd) - lr·m̂/(√v̂ + ε), m̂ = m/(1-β1ᵗ), v̂ = v/(1-β2ᵗ).
+// p ← p(1 - lr·wd) - lr·m̂/(√v̂ + ε), m̂ = m/(1-β1ᵗ), v̂ = v/(1-β2ᵗ), and,
+// with optimizer.bias_correction false, of the same with m̂ = m, v̂ = v
+// (MLX's optim.Adam default, as mlx-lm trains). Each must also differ
+// from the other rule's reference far beyond the tolerance.
 func TestAdamWAgainstFloat64(t *testing.T) {
 	p0 := []float64{0.5, -0.25, 1.5, 0, -2, 0.125}
 	grads := [][]float64{
@@ -146,60 +149,78 @@ func TestAdamWAgainstFloat64(t *testing.T) {
 		{0.3, 0.1, -0.3, 0.2, -2e-3, 0.5},
 	}
 	lrs := []float64{1e-2, 5e-3, 1e-3}
-	c := OptimizerConfig{Beta1: 0.9, Beta2: 0.999, Eps: 1e-8, WeightDecay: 0.1}
-	// float64 reference
-	ref := append([]float64{}, p0...)
-	m, v := make([]float64, 6), make([]float64, 6)
-	for s, g := range grads {
-		tt := float64(s + 1)
-		for i := range ref {
-			m[i] = c.Beta1*m[i] + (1-c.Beta1)*g[i]
-			v[i] = c.Beta2*v[i] + (1-c.Beta2)*g[i]*g[i]
-			mh, vh := m[i]/(1-math.Pow(c.Beta1, tt)), v[i]/(1-math.Pow(c.Beta2, tt))
-			ref[i] = ref[i]*(1-lrs[s]*c.WeightDecay) - lrs[s]*mh/(math.Sqrt(vh)+c.Eps)
-		}
-	}
-	var got []float64
-	var step int
-	doMLX(t, func() error {
-		f32 := func(x []float64) *mlx.Array {
-			v := make([]float32, len(x))
-			for i := range x {
-				v[i] = float32(x[i])
-			}
-			return mlx.FromFloat32s(v, 2, 3)
-		}
-		p := f32(p0)
-		mlx.Detach(p)
-		o := NewAdamW(c, []*mlx.Array{p})
-		defer o.Free()
+	reference := func(c OptimizerConfig) []float64 {
+		ref := append([]float64{}, p0...)
+		m, v := make([]float64, 6), make([]float64, 6)
 		for s, g := range grads {
-			sc := mlx.NewScope()
-			np := o.Update([]*mlx.Array{p}, []*mlx.Array{f32(g)}, lrs[s])
-			err := mlx.Eval(append(np, o.State()...)...)
-			sc.Close()
-			if err != nil {
-				return err
+			tt := float64(s + 1)
+			for i := range ref {
+				m[i] = c.Beta1*m[i] + (1-c.Beta1)*g[i]
+				v[i] = c.Beta2*v[i] + (1-c.Beta2)*g[i]*g[i]
+				mh, vh := m[i]/(1-math.Pow(c.Beta1, tt)), v[i]/(1-math.Pow(c.Beta2, tt))
+				if !c.BiasCorrection {
+					mh, vh = m[i], v[i]
+				}
+				ref[i] = ref[i]*(1-lrs[s]*c.WeightDecay) - lrs[s]*mh/(math.Sqrt(vh)+c.Eps)
 			}
-			p.Free()
-			p = np[0]
 		}
-		defer p.Free()
-		step = o.Step
-		r, err := readFloats(p)
-		got = r[0]
-		return err
-	})
-	if step != 3 {
-		t.Errorf("optimizer step %d, want 3", step)
+		return ref
 	}
-	worst := 0.0
-	for i := range ref {
-		worst = math.Max(worst, math.Abs(got[i]-ref[i])/math.Max(math.Abs(ref[i]), 1e-3))
+	relErr := func(got, ref []float64) float64 {
+		worst := 0.0
+		for i := range ref {
+			worst = math.Max(worst, math.Abs(got[i]-ref[i])/math.Max(math.Abs(ref[i]), 1e-3))
+		}
+		return worst
 	}
-	t.Logf("AdamW after 3 steps: %v\nfloat64 reference:   %v\nmax relative error %.2g", got, ref, worst)
-	if worst > 1e-6 {
-		t.Errorf("AdamW differs from the float64 reference by %g (relative)", worst)
+	for _, bias := range []bool{true, false} {
+		c := OptimizerConfig{Beta1: 0.9, Beta2: 0.999, Eps: 1e-8, WeightDecay: 0.1, BiasCorrection: bias}
+		ref := reference(c)
+		other := c
+		other.BiasCorrection = !bias
+		var got []float64
+		var step int
+		doMLX(t, func() error {
+			f32 := func(x []float64) *mlx.Array {
+				v := make([]float32, len(x))
+				for i := range x {
+					v[i] = float32(x[i])
+				}
+				return mlx.FromFloat32s(v, 2, 3)
+			}
+			p := f32(p0)
+			mlx.Detach(p)
+			o := NewAdamW(c, []*mlx.Array{p})
+			defer o.Free()
+			for s, g := range grads {
+				sc := mlx.NewScope()
+				np := o.Update([]*mlx.Array{p}, []*mlx.Array{f32(g)}, lrs[s])
+				err := mlx.Eval(append(np, o.State()...)...)
+				sc.Close()
+				if err != nil {
+					return err
+				}
+				p.Free()
+				p = np[0]
+			}
+			defer p.Free()
+			step = o.Step
+			r, err := readFloats(p)
+			got = r[0]
+			return err
+		})
+		if step != 3 {
+			t.Errorf("optimizer step %d, want 3", step)
+		}
+		worst, control := relErr(got, ref), relErr(got, reference(other))
+		t.Logf("bias correction %v: AdamW after 3 steps: %v\nfloat64 reference:   %v\nmax relative error %.2g (%.2g from the other rule's reference)",
+			bias, got, ref, worst, control)
+		if worst > 1e-6 {
+			t.Errorf("bias correction %v: AdamW differs from the float64 reference by %g (relative)", bias, worst)
+		}
+		if control < 1e-2 {
+			t.Errorf("bias correction %v: the other rule's reference is only %g away; the test cannot tell them apart", bias, control)
+		}
 	}
 }
 
