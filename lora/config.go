@@ -487,3 +487,31 @@ func nonFiniteFloats(v any, prefix string) []keyError {
 
 // YAML renders the resolved config.
 func (c RunConfig) YAML() ([]byte, error) { return yaml.Marshal(c) }
+
+// ResumableKeys are the settings that `train --resume` takes from --set:
+// how a step's examples are run, never which examples or what the step
+// computes. training.batch_size may change only with the number of ranks,
+// so that the global batch stays (Restore checks it).
+var ResumableKeys = []string{"training.batch_size", "training.micro_batch", "training.micro_batch_tokens",
+	"training.dist_timeout", "training.memory_limit_gb", "training.sequential"}
+
+// WithResumeOverrides applies --set overrides to c, a resumed run's
+// config (from its checkpoint), checked as LoadRunConfig checks them.
+// Keys other than ResumableKeys are refused.
+func (c RunConfig) WithResumeOverrides(overrides []string, dataSections ...string) (RunConfig, error) {
+	if len(overrides) == 0 {
+		return c, nil
+	}
+	for _, o := range overrides {
+		key, _, _ := strings.Cut(o, "=")
+		if !slices.Contains(ResumableKeys, key) {
+			return c, fmt.Errorf("--set %s: --set cannot change a resumed run's %s; its config comes from the checkpoint "+
+				"(a resumed run takes --set only for %s)", o, key, strings.Join(ResumableKeys, ", "))
+		}
+	}
+	b, err := c.YAML()
+	if err != nil {
+		return c, err
+	}
+	return parseRunConfig("the checkpoint's config", b, overrides, dataSections)
+}

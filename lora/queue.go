@@ -135,7 +135,7 @@ func (s *stepper) queue(p stepPlan, params, m, v []*mlx.Array, stop bool) (*queu
 	if q.out, err = s.layout.unpackUpdated(out); err != nil {
 		return nil, err
 	}
-	if err := mlx.AsyncEval(out...); err != nil {
+	if err := s.asyncEval(out...); err != nil {
 		return nil, err
 	}
 	mlx.Detach(out...)
@@ -188,7 +188,7 @@ func (s *stepper) accumulateOne(params []*mlx.Array, cursor, j int, b traindata.
 	if err != nil {
 		return nil, err
 	}
-	if err := mlx.AsyncEval(out...); err != nil {
+	if err := s.asyncEval(out...); err != nil {
 		return nil, err
 	}
 	sc.KeepAll(out)

@@ -84,7 +84,7 @@ type Summary struct {
 	TrainSeconds   float64 `json:"train_seconds"`          // time in training steps
 	TokensPerSec   float64 `json:"tokens_per_sec"`         // input tokens per training second
 	TrainedPerSec  float64 `json:"trained_tokens_per_sec"` // loss-counted tokens per training second
-	PeakMemoryGB   float64 `json:"peak_memory_gb"` // the largest of the ranks'
+	PeakMemoryGB   float64 `json:"peak_memory_gb"`         // the largest of the ranks'
 	TrainableParam int     `json:"trainable_params"`
 }
 

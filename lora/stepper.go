@@ -220,6 +220,17 @@ func (s *stepper) eval(as ...*mlx.Array) error {
 	return mlx.Eval(as...)
 }
 
+// asyncEval queues arrays on the device. Across ranks its error (MLX
+// waits for earlier work when much is queued) may be a failed collective,
+// and says so.
+func (s *stepper) asyncEval(as ...*mlx.Array) error {
+	err := mlx.AsyncEval(as...)
+	if err != nil && s.group != nil && s.group.Size() > 1 {
+		return fmt.Errorf("a collective on %s failed (has another rank stopped?): %w", s.group, err)
+	}
+	return err
+}
+
 // noteShape counts the distinct (function, rows, length) a step calls a
 // compiled function with: each is one trace (and, on a fresh machine, its
 // kernels).
