@@ -1,6 +1,7 @@
 package lora
 
 import (
+	"encoding/json"
 	"fmt"
 	"math"
 	"reflect"
@@ -306,7 +307,7 @@ func floatKeys(t reflect.Type, prefix string) []string {
 func TestNonFiniteSettings(t *testing.T) {
 	keys := floatKeys(reflect.TypeFor[RunConfig](), "")
 	for _, k := range []string{"optimizer.lr", "optimizer.beta1", "optimizer.beta2", "optimizer.eps", "optimizer.weight_decay",
-		"optimizer.grad_clip", "schedule.min_lr", "training.memory_limit_gb", "lora.alpha", "lora.dropout", "lora.scale"} {
+		"optimizer.grad_clip", "schedule.min_lr", "training.memory_limit_gb", "training.dist_timeout", "lora.alpha", "lora.dropout", "lora.scale"} {
 		if !slices.Contains(keys, k) {
 			t.Fatalf("float keys %v miss %s", keys, k)
 		}
@@ -418,6 +419,120 @@ func TestAdapterConfigErrors(t *testing.T) {
 	for _, tc := range badAdapterConfigs {
 		t.Run(tc.name, func(t *testing.T) {
 			if _, err := parseAdapterConfig(adapterFile, tc.json, 16); err == nil || err.Error() != tc.want {
+				t.Errorf("error\n%v\nwant\n%s", err, tc.want)
+			}
+		})
+	}
+}
+
+// TestStepSettings: training.micro_batch takes auto or a count,
+// micro_batch_tokens a budget (0: data.max_seq_length), dist_timeout
+// seconds, optimizer.bias_correction a boolean; each survives config.yaml
+// (YAML) and a checkpoint's state.json (JSON) unchanged, and the defaults
+// are auto, max_seq_length, 600 s and bias correction on.
+func TestStepSettings(t *testing.T) {
+	cases := []struct {
+		name     string
+		yaml     string
+		mb       MicroBatch
+		tokens   int // the auto budget the run uses
+		timeout  float64
+		bias     bool
+		resolved string // in config.yaml
+	}{
+		{"defaults", "", MicroBatchAuto, 1024, 600, true, "micro_batch: auto"},
+		{"auto", "training:\n  micro_batch: auto\n", MicroBatchAuto, 1024, 600, true, "micro_batch: auto"},
+		{"a count", "training:\n  micro_batch: 4\n", 4, 1024, 600, true, "micro_batch: 4"},
+		{"a budget", "training:\n  micro_batch_tokens: 4096\n", MicroBatchAuto, 4096, 600, true, "micro_batch_tokens: 4096"},
+		{"budget from max_seq_length", "data:\n  dir: /d\n  max_seq_length: 2048\n", MicroBatchAuto, 2048, 600, true, "micro_batch: auto"},
+		{"timeout", "training:\n  dist_timeout: 90.5\n", MicroBatchAuto, 1024, 90.5, true, "dist_timeout: 90.5"},
+		{"mlx-lm's Adam", "optimizer:\n  bias_correction: false\n", MicroBatchAuto, 1024, 600, false, "bias_correction: false"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			body := configBase + tc.yaml
+			if strings.HasPrefix(tc.yaml, "data:") {
+				body = "model:\n  path: /models/m\n" + tc.yaml
+			}
+			cfg, err := LoadRunConfig(writeFile(t, t.TempDir(), "run.yaml", body), nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			tr := cfg.Training
+			if tr.MicroBatch != tc.mb || tr.microBatchTokens(cfg.Data.MaxSeqLength) != tc.tokens || tr.DistTimeout != tc.timeout ||
+				cfg.Optimizer.BiasCorrection != tc.bias {
+				t.Errorf("micro_batch %v, budget %d, dist_timeout %v, bias_correction %v", tr.MicroBatch, tr.microBatchTokens(cfg.Data.MaxSeqLength),
+					tr.DistTimeout, cfg.Optimizer.BiasCorrection)
+			}
+			y, err := cfg.YAML()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !strings.Contains(string(y), tc.resolved) {
+				t.Errorf("config.yaml lacks %q:\n%s", tc.resolved, y)
+			}
+			again, err := LoadRunConfig(writeFile(t, t.TempDir(), "resolved.yaml", string(y)), nil)
+			if err != nil || fmt.Sprintf("%+v", again) != fmt.Sprintf("%+v", cfg) {
+				t.Errorf("config.yaml reloads as %+v (%v)", again, err)
+			}
+			j, err := json.Marshal(cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var back RunConfig
+			if err := json.Unmarshal(j, &back); err != nil || fmt.Sprintf("%+v", back) != fmt.Sprintf("%+v", cfg) {
+				t.Errorf("JSON %s reloads as %+v (%v)", j, back, err)
+			}
+		})
+	}
+	// A checkpoint written before these settings existed keeps their
+	// defaults (bias correction on), not Go's zero values.
+	dir := t.TempDir()
+	writeFile(t, dir, "state.json", `{"step": 3, "config": {"optimizer": {"name": "adamw", "lr": 0.001}}}`)
+	st, err := readCheckpointState(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !st.Config.Optimizer.BiasCorrection || st.Config.Training.DistTimeout != 600 || st.WorldSize != 1 || st.RankBatch != 1 {
+		t.Errorf("an old checkpoint reads as bias_correction %v, dist_timeout %v, %d rank(s) × %d",
+			st.Config.Optimizer.BiasCorrection, st.Config.Training.DistTimeout, st.WorldSize, st.RankBatch)
+	}
+}
+
+// TestResumeOverrides: a resumed run takes --set for the settings that
+// change how steps run and not what they compute, checked like any
+// override, and refuses every other key with a message that lists them.
+func TestResumeOverrides(t *testing.T) {
+	cfg, err := LoadRunConfig(writeFile(t, t.TempDir(), "run.yaml", configBase), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cases := []struct {
+		set  string
+		want string // error; "" when accepted
+		ok   func(RunConfig) bool
+	}{
+		{"training.batch_size=4", "", func(c RunConfig) bool { return c.Training.BatchSize == 4 }},
+		{"training.micro_batch=2", "", func(c RunConfig) bool { return c.Training.MicroBatch == 2 }},
+		{"training.micro_batch_tokens=512", "", func(c RunConfig) bool { return c.Training.MicroBatchTokens == 512 }},
+		{"training.dist_timeout=30", "", func(c RunConfig) bool { return c.Training.DistTimeout == 30 }},
+		{"training.sequential=true", "", func(c RunConfig) bool { return c.Training.Sequential }},
+		{"training.memory_limit_gb=8", "", func(c RunConfig) bool { return c.Training.MemoryLimitGB == 8 }},
+		{"lora.rank=2", "--set lora.rank=2: --set cannot change a resumed run's lora.rank; its config comes from the checkpoint " +
+			"(a resumed run takes --set only for " + strings.Join(ResumableKeys, ", ") + ")", nil},
+		{"optimizer.lr=1", "--set optimizer.lr=1: --set cannot change a resumed run's optimizer.lr", nil},
+		{"training.micro_batch=0", `--set training.micro_batch=0: training.micro_batch: want auto or a positive integer, got "0"`, nil},
+	}
+	for _, tc := range cases {
+		t.Run(tc.set, func(t *testing.T) {
+			got, err := cfg.WithResumeOverrides([]string{tc.set})
+			if tc.want == "" {
+				if err != nil || !tc.ok(got) {
+					t.Errorf("%+v, %v", got.Training, err)
+				}
+				return
+			}
+			if err == nil || !strings.HasPrefix(err.Error(), tc.want) {
 				t.Errorf("error\n%v\nwant\n%s", err, tc.want)
 			}
 		})
