@@ -57,7 +57,8 @@ type OptimizerConfig struct {
 	GradClip    float64 `yaml:"grad_clip" json:"grad_clip"` // global-norm clip; 0 disables
 	// BiasCorrection divides the moments by 1-βᵗ (Adam as published, and
 	// PyTorch's). false is MLX's optim.Adam/AdamW default, which mlx-lm
-	// trains with: its first updates are about 0.3× as large.
+	// trains with: its early updates are larger (3.2× at the first step,
+	// 6.5× around the tenth, 1.26× at the thousandth; see AdamW).
 	BiasCorrection bool `yaml:"bias_correction" json:"bias_correction"`
 }
 
