@@ -37,14 +37,16 @@ echo "==> $(uname -sm), $(getconf _NPROCESSORS_ONLN) cores; results in $OUT"
 command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=index,name,memory.total --format=csv,noheader | tee "$OUT/gpus.txt"
 "$FT" version | tee "$OUT/version.txt"
 
-# A word-level tokenizer (w0 ... w31999) and text records of SEQ+16 random
+# A word-level tokenizer (w0 ... w31999; w999 for the tiny shape) and text records of SEQ+16 random
 # words: each example is truncated to SEQ+1 tokens, SEQ positions trained.
 DATA="$OUT/data" TOK="$OUT/tokenizer"
 mkdir -p "$DATA" "$TOK"
-python3 - "$TOK/tokenizer.json" "$DATA" "$SEQ" <<'PY'
+WORDS=32000
+[ "$SHAPE" = tiny ] && WORDS=1000 # the tiny shape's vocabulary is 1024
+python3 - "$TOK/tokenizer.json" "$DATA" "$SEQ" "$WORDS" <<'PY'
 import json, random, sys
 tok, data, seq = sys.argv[1], sys.argv[2], int(sys.argv[3])
-words = [f"w{i}" for i in range(32000)]
+words = [f"w{i}" for i in range(int(sys.argv[4]))]
 vocab = {"[UNK]": 0, **{w: i + 1 for i, w in enumerate(words)}}
 json.dump({"version": "1.0", "truncation": None, "padding": None, "added_tokens": [], "normalizer": None,
            "pre_tokenizer": {"type": "Whitespace"}, "post_processor": None, "decoder": None,
@@ -56,11 +58,13 @@ for split, n in (("train", 400), ("valid", 8)):
             f.write(json.dumps({"text": " ".join(rng.choice(words) for _ in range(seq + 16))}) + "\n")
 PY
 MODEL="$OUT/model-$SHAPE-$DTYPE"
+LAYERS=12
+[ "$SHAPE" = tiny ] && LAYERS=4 # the mission's last 12 blocks; the tiny shape has 4
 [ -f "$MODEL/config.json" ] || "$FT" init-model --shape "$SHAPE" --dtype "$DTYPE" --out "$MODEL" --tokenizer "$TOK/tokenizer.json" --seed 1 >/dev/null
 cat >"$OUT/run.yaml" <<EOF
 model: {path: $MODEL, dtype: $DTYPE}
 data: {dir: $DATA, max_seq_length: $((SEQ + 1))}
-lora: {rank: 6, alpha: 8, dropout: 0.1, num_layers: 12, keys: [self_attn.q_proj, self_attn.v_proj]}
+lora: {rank: 6, alpha: 8, dropout: 0.1, num_layers: $LAYERS, keys: [self_attn.q_proj, self_attn.v_proj]}
 optimizer: {lr: 1.0e-5}
 training: {batch_size: 1, grad_accumulation: $ACCUM, max_steps: $STEPS, report_every: $REPORT, save_every: 0}
 eval: {every: 0}
