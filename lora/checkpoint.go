@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
-	"math"
 	"os"
 	"path/filepath"
 	"sort"
@@ -13,6 +12,7 @@ import (
 
 	"github.com/fungtrain/fungtrain/internal/atomicfile"
 	"github.com/fungtrain/fungtrain/mlx"
+	"github.com/fungtrain/fungtrain/traindata"
 )
 
 // Checkpoints live in OUT/checkpoints/step-NNNNNNN/ with adapters (mlx-lm
@@ -28,11 +28,21 @@ type checkpointState struct {
 	OptimizerStep int       `json:"optimizer_step"`
 	TotalSteps    int       `json:"total_steps"`
 	Config        RunConfig `json:"config"`
+	// The ranks that wrote it (absent before distributed training: one
+	// rank with the config's batch size). The cursor counts global
+	// micro-batches of WorldSize × RankBatch examples.
+	WorldSize int `json:"world_size,omitempty"`
+	RankBatch int `json:"rank_batch,omitempty"`
 }
 
 func checkpointsDir(out string) string { return filepath.Join(out, "checkpoints") }
 
+// saveCheckpoint writes a checkpoint of the current step (rank 0 only;
+// every rank holds the same state).
 func (t *Trainer) saveCheckpoint() error {
+	if !t.writes() {
+		return nil
+	}
 	root := checkpointsDir(t.out)
 	if err := os.MkdirAll(root, 0o755); err != nil {
 		return err
@@ -55,14 +65,9 @@ func (t *Trainer) saveCheckpoint() error {
 	if err := mlx.SaveSafetensors(filepath.Join(tmp, "optimizer.safetensors"), moments, nil); err != nil {
 		return err
 	}
-	st := checkpointState{TrainState: t.state, OptimizerStep: t.Opt.Step, TotalSteps: t.totalSteps, Config: t.Cfg}
-	if math.IsInf(st.BestValLoss, 0) {
-		st.BestValLoss = -1 // JSON has no infinity; -1 means none yet
-	}
-	if math.IsNaN(st.InitialVal) {
-		st.InitialVal = -1
-	}
-	if err := writeJSON(filepath.Join(tmp, "state.json"), st); err != nil {
+	st := checkpointState{TrainState: t.state, OptimizerStep: t.Opt.Step, TotalSteps: t.totalSteps, Config: t.Cfg,
+		WorldSize: t.WorldSize(), RankBatch: t.Cfg.Training.BatchSize}
+	if err := writeJSON(filepath.Join(tmp, "state.json"), st.encoded()); err != nil {
 		return err
 	}
 	final := filepath.Join(root, name)
@@ -151,33 +156,42 @@ func LatestCheckpoint(dir string) (string, error) {
 
 // ReadCheckpointConfig returns the run config a checkpoint was saved with.
 func ReadCheckpointConfig(ck string) (RunConfig, error) {
-	var st checkpointState
-	b, err := os.ReadFile(filepath.Join(ck, "state.json"))
+	st, err := readCheckpointState(ck)
+	return st.Config, err
+}
+
+// readCheckpointState reads ck/state.json. Settings that the checkpoint's
+// version of fungtrain did not have keep their defaults.
+func readCheckpointState(ck string) (checkpointState, error) {
+	st := checkpointState{Config: DefaultRunConfig()}
+	path := filepath.Join(ck, "state.json")
+	b, err := os.ReadFile(path)
 	if err != nil {
-		return st.Config, err
+		return st, err
 	}
 	if err := json.Unmarshal(b, &st); err != nil {
-		return st.Config, fmt.Errorf("parse %s: %w", filepath.Join(ck, "state.json"), err)
+		return st, fmt.Errorf("parse %s: %w", path, err)
 	}
-	return st.Config, nil
+	st.decode()
+	if st.WorldSize == 0 {
+		st.WorldSize, st.RankBatch = 1, st.Config.Training.BatchSize
+	}
+	return st, nil
 }
 
 // Restore loads a checkpoint into the trainer: adapter weights, optimizer
 // moments and step, and the data cursor, so training continues exactly.
+// Across ranks only rank 0 restores (Run then gives every rank its
+// state); a checkpoint resumes with any number of ranks that keeps its
+// global batch, and is refused otherwise.
 func (t *Trainer) Restore(ck string) error {
-	var st checkpointState
-	b, err := os.ReadFile(filepath.Join(ck, "state.json"))
+	st, err := readCheckpointState(ck)
 	if err != nil {
 		return fmt.Errorf("restore: %w", err)
 	}
-	if err := json.Unmarshal(b, &st); err != nil {
-		return fmt.Errorf("restore: parse %s: %w", filepath.Join(ck, "state.json"), err)
-	}
-	if st.BestValLoss < 0 {
-		st.BestValLoss = math.Inf(1)
-	}
-	if st.InitialVal < 0 {
-		st.InitialVal = math.NaN()
+	saved := traindata.ShardSpec{WorldSize: st.WorldSize, RankBatch: st.RankBatch}
+	if err := traindata.CheckReshard(saved, t.shardSpec()); err != nil {
+		return fmt.Errorf("restore %s: %w", ck, err)
 	}
 	load := func(file string) (map[string]*mlx.Array, error) {
 		m, _, err := mlx.LoadSafetensors(filepath.Join(ck, file))

@@ -55,6 +55,11 @@ type OptimizerConfig struct {
 	Eps         float64 `yaml:"eps" json:"eps"`
 	WeightDecay float64 `yaml:"weight_decay" json:"weight_decay"`
 	GradClip    float64 `yaml:"grad_clip" json:"grad_clip"` // global-norm clip; 0 disables
+	// BiasCorrection divides the moments by 1-βᵗ (Adam as published, and
+	// PyTorch's). false is MLX's optim.Adam/AdamW default, which mlx-lm
+	// trains with: its early updates are larger (3.2× at the first step,
+	// 6.5× around the tenth, 1.26× at the thousandth; see AdamW).
+	BiasCorrection bool `yaml:"bias_correction" json:"bias_correction"`
 }
 
 // ScheduleConfig configures the learning-rate schedule.
@@ -88,11 +93,37 @@ type TrainingConfig struct {
 	// close to it.
 	MemoryLimitGB float64 `yaml:"memory_limit_gb" json:"memory_limit_gb"`
 	// Sequential turns off queuing the next step on the device before the
-	// current one's loss is read (done only without accumulation); queuing
-	// keeps the device busy between steps and gives identical results.
+	// current one's loss is read; queuing keeps the device busy between
+	// steps and gives identical results.
 	Sequential  bool `yaml:"sequential" json:"sequential"`
 	ReportEvery int  `yaml:"report_every" json:"report_every"`
 	SaveEvery   int  `yaml:"save_every" json:"save_every"`
+	// MicroBatch is how many examples of a step run together as one
+	// compute batch: auto (0) packs a step's examples, sorted by length,
+	// into batches of at most MicroBatchTokens padded tokens (and never
+	// fewer rows than BatchSize); N runs them N at a time. The gradient
+	// is the step's whatever the grouping (every loss sum is divided by
+	// the step's token count); only dropout masks depend on it.
+	MicroBatch MicroBatch `yaml:"micro_batch" json:"micro_batch"`
+	// MicroBatchTokens is auto's budget of rows × padded length per
+	// compute batch; 0 means data.max_seq_length, so a compute batch
+	// never holds more tokens than the longest example may.
+	MicroBatchTokens int `yaml:"micro_batch_tokens" json:"micro_batch_tokens"`
+	// DistTimeout bounds, in seconds, how long a rank waits for the others
+	// at a collective (a step's all-reduce, a validation sum) when training
+	// across ranks; past it the rank exits with status 124. It must cover
+	// the longest skew between ranks: a validation pass, rank 0 writing a
+	// checkpoint.
+	DistTimeout float64 `yaml:"dist_timeout" json:"dist_timeout"`
+}
+
+// microBatchTokens is the auto budget for a run whose examples have at
+// most maxSeqLength tokens.
+func (c TrainingConfig) microBatchTokens(maxSeqLength int) int {
+	if c.MicroBatchTokens > 0 {
+		return c.MicroBatchTokens
+	}
+	return maxSeqLength
 }
 
 // EvalConfig configures validation.
@@ -113,10 +144,10 @@ func DefaultRunConfig() RunConfig {
 		Model:     ModelConfig{Dtype: "auto"},
 		Data:      DataConfig{Config: traindata.Config{MaskPrompt: true, MaxSeqLength: 1024}},
 		LoRA:      DefaultSettings(),
-		Optimizer: OptimizerConfig{Name: "adamw", LR: 1e-5, Beta1: 0.9, Beta2: 0.999, Eps: 1e-8, GradClip: 1.0},
+		Optimizer: OptimizerConfig{Name: "adamw", LR: 1e-5, Beta1: 0.9, Beta2: 0.999, Eps: 1e-8, GradClip: 1.0, BiasCorrection: true},
 		Schedule:  ScheduleConfig{Name: "constant"},
 		Training: TrainingConfig{BatchSize: 1, GradAccumulation: 8, Epochs: 2, Seed: 42, ReportEvery: 10, Compile: true, LossChunk: 256,
-			SaveEvery: 100},
+			SaveEvery: 100, MicroBatch: MicroBatchAuto, DistTimeout: 600},
 		Eval:   EvalConfig{Every: 50, BatchSize: 1},
 		Output: OutputConfig{Dir: "runs/latest"},
 	}
@@ -300,6 +331,10 @@ func (c RunConfig) Validate() error {
 // byte count fits an int64.
 const maxMemoryLimitGB = 1 << 20
 
+// maxDistTimeout bounds training.dist_timeout (a week, in seconds), so
+// that it fits a time.Duration.
+const maxDistTimeout = 7 * 24 * 3600
+
 // problems lists every bad value. Every float setting must be finite first
 // (a comparison lets NaN through), then in range.
 func (c RunConfig) problems() []keyError {
@@ -392,6 +427,15 @@ func (c RunConfig) problems() []keyError {
 	if t.SaveEvery < 0 {
 		bad("training.save_every", "must be non-negative (0: only at the end), got %d", t.SaveEvery)
 	}
+	if t.MicroBatch < 0 {
+		bad("training.micro_batch", "must be auto or at least 1, got %d", int(t.MicroBatch))
+	}
+	if t.MicroBatchTokens < 0 {
+		bad("training.micro_batch_tokens", "must be non-negative (0: data.max_seq_length), got %d", t.MicroBatchTokens)
+	}
+	if ok("training.dist_timeout") && !(t.DistTimeout > 0 && t.DistTimeout <= maxDistTimeout) {
+		bad("training.dist_timeout", "must be in (0, %d] seconds, got %g", maxDistTimeout, t.DistTimeout)
+	}
 	if c.Eval.Every < 0 {
 		bad("eval.every", "must be non-negative, got %d", c.Eval.Every)
 	}
@@ -444,3 +488,31 @@ func nonFiniteFloats(v any, prefix string) []keyError {
 
 // YAML renders the resolved config.
 func (c RunConfig) YAML() ([]byte, error) { return yaml.Marshal(c) }
+
+// ResumableKeys are the settings that `train --resume` takes from --set:
+// how a step's examples are run, never which examples or what the step
+// computes. training.batch_size may change only with the number of ranks,
+// so that the global batch stays (Restore checks it).
+var ResumableKeys = []string{"training.batch_size", "training.micro_batch", "training.micro_batch_tokens",
+	"training.dist_timeout", "training.memory_limit_gb", "training.sequential"}
+
+// WithResumeOverrides applies --set overrides to c, a resumed run's
+// config (from its checkpoint), checked as LoadRunConfig checks them.
+// Keys other than ResumableKeys are refused.
+func (c RunConfig) WithResumeOverrides(overrides []string, dataSections ...string) (RunConfig, error) {
+	if len(overrides) == 0 {
+		return c, nil
+	}
+	for _, o := range overrides {
+		key, _, _ := strings.Cut(o, "=")
+		if !slices.Contains(ResumableKeys, key) {
+			return c, fmt.Errorf("--set %s: --set cannot change a resumed run's %s; its config comes from the checkpoint "+
+				"(a resumed run takes --set only for %s)", o, key, strings.Join(ResumableKeys, ", "))
+		}
+	}
+	b, err := c.YAML()
+	if err != nil {
+		return c, err
+	}
+	return parseRunConfig("the checkpoint's config", b, overrides, dataSections)
+}

@@ -321,6 +321,9 @@ func editDistance(a, b string) int {
 
 // wantOf describes what a field of type t takes.
 func wantOf(t reflect.Type) string {
+	if w, ok := reflect.Zero(t).Interface().(interface{ yamlWant() string }); ok {
+		return w.yamlWant()
+	}
 	switch t.Kind() {
 	case reflect.Bool:
 		return "true or false"

@@ -130,6 +130,24 @@ var badConfigs = []struct {
 		`{f}:6: lora.keys has unknown module "self_attn.x_proj" (want all-linear or some of self_attn.q_proj, self_attn.k_proj, self_attn.v_proj, self_attn.o_proj, mlp.gate_proj, mlp.up_proj, mlp.down_proj)`},
 	{"memory limit too large", configBase + "training:\n  memory_limit_gb: 1.0e+30\n", nil,
 		"{f}:6: training.memory_limit_gb must be in [0, 1048576] GiB (0: MLX's default), got 1e+30"},
+	{"micro_batch zero", configBase + "training:\n  micro_batch: 0\n", nil,
+		`{f}:6: training.micro_batch: want auto or a positive integer, got "0"`},
+	{"micro_batch negative", configBase + "training:\n  micro_batch: -4\n", nil,
+		`{f}:6: training.micro_batch: want auto or a positive integer, got "-4"`},
+	{"micro_batch a word", configBase + "training:\n  micro_batch: automatic\n", nil,
+		`{f}:6: training.micro_batch: want auto or a positive integer, got "automatic"`},
+	{"micro_batch a fraction", configBase + "training:\n  micro_batch: 2.5\n", nil,
+		`{f}:6: training.micro_batch: want auto or a positive integer, got "2.5"`},
+	{"micro_batch a list", configBase + "training:\n  micro_batch: [4]\n", nil,
+		"{f}:6: training.micro_batch: want auto or a positive integer, got a list"},
+	{"micro_batch_tokens negative", configBase + "training:\n  micro_batch_tokens: -1\n", nil,
+		"{f}:6: training.micro_batch_tokens must be non-negative (0: data.max_seq_length), got -1"},
+	{"dist_timeout zero", configBase + "training:\n  dist_timeout: 0\n", nil,
+		"{f}:6: training.dist_timeout must be in (0, 604800] seconds, got 0"},
+	{"dist_timeout too long", configBase + "training:\n  dist_timeout: 1.0e+9\n", nil,
+		"{f}:6: training.dist_timeout must be in (0, 604800] seconds, got 1e+09"},
+	{"bias_correction not a boolean", configBase + "optimizer:\n  bias_correction: sometimes\n", nil,
+		`{f}:6: optimizer.bias_correction: want true or false, got "sometimes"`},
 }
 
 // TestBadConfigs: every bad config file is refused with the whole error
@@ -163,6 +181,10 @@ var badOverrides = []struct{ set, want string }{
 	{"lora.rank", "--set lora.rank: want section.key=value"},
 	{"=3", "--set =3: want section.key=value"},
 	{"lora.rank.deep=1", "--set lora.rank.deep=1: lora.rank is not a section"},
+	{"training.micro_batch=-2", `--set training.micro_batch=-2: training.micro_batch: want auto or a positive integer, got "-2"`},
+	{"training.micro_batch=all", `--set training.micro_batch=all: training.micro_batch: want auto or a positive integer, got "all"`},
+	{"optimizer.bias_correction=maybe", `--set optimizer.bias_correction=maybe: optimizer.bias_correction: want true or false, got "maybe"`},
+	{"training.dist_timeout=-5", "--set training.dist_timeout=-5: training.dist_timeout must be in (0, 604800] seconds, got -5"},
 }
 
 // TestBadOverrides: a bad --set is refused with an error that names it.

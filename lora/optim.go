@@ -13,16 +13,23 @@ import (
 //	m̂ = m/(1-β1ᵗ)              v̂ = v/(1-β2ᵗ)
 //	p ← p·(1 - lr·wd) - lr·m̂/(√v̂ + ε)
 //
+// Without bias correction (optimizer.bias_correction: false) m̂ = m and
+// v̂ = v: MLX's optim.Adam and AdamW as mlx-lm uses them (their default).
+// Its updates are (1-β1ᵗ)/√(1-β2ᵗ) times the corrected ones: with the
+// usual betas 3.2× at the first step, 6.5× around the tenth, 3.2× at the
+// hundredth, 1.26× at the thousandth, then 1.
+//
 // Its moments are long-lived arrays, one pair per parameter.
 type AdamW struct {
 	Beta1, Beta2, Eps, WeightDecay float64
+	BiasCorrection                 bool
 	Step                           int // updates applied so far
 	M, V                           []*mlx.Array
 }
 
 // NewAdamW returns an optimizer with zero moments shaped like params.
 func NewAdamW(c OptimizerConfig, params []*mlx.Array) *AdamW {
-	o := &AdamW{Beta1: c.Beta1, Beta2: c.Beta2, Eps: c.Eps, WeightDecay: c.WeightDecay}
+	o := &AdamW{Beta1: c.Beta1, Beta2: c.Beta2, Eps: c.Eps, WeightDecay: c.WeightDecay, BiasCorrection: c.BiasCorrection}
 	for _, p := range params {
 		m, v := mlx.Zeros(mlx.Float32, p.Shape()...), mlx.Zeros(mlx.Float32, p.Shape()...)
 		mlx.Detach(m, v)
@@ -51,10 +58,14 @@ func (o *AdamW) Update(params, grads []*mlx.Array, lr float64) []*mlx.Array {
 }
 
 // scalars are the per-update inputs of adamwStep for update number t
-// (1-based): lr/(1-β1ᵗ), 1/(1-β2ᵗ) and 1-lr·wd.
+// (1-based): lr/(1-β1ᵗ), 1/(1-β2ᵗ) and 1-lr·wd; lr and 1 without bias
+// correction.
 func (o *AdamW) scalars(step int, lr float64) (stepSize, invC2, decay *mlx.Array) {
 	t := float64(step)
 	c1, c2 := 1-math.Pow(o.Beta1, t), 1-math.Pow(o.Beta2, t)
+	if !o.BiasCorrection {
+		c1, c2 = 1, 1
+	}
 	return mlx.Scalar(lr/c1, mlx.Float32), mlx.Scalar(1/c2, mlx.Float32), mlx.Scalar(1-lr*o.WeightDecay, mlx.Float32)
 }
 
@@ -131,7 +142,7 @@ func LearningRate(s ScheduleConfig, peak float64, step, total int) float64 {
 }
 
 // updateGraph is the whole optimizer update — global-norm clipping,
-// AdamW with bias correction, and a guard that leaves everything unchanged
+// AdamW, and a guard that leaves everything unchanged
 // when the gradient norm is not finite — as one graph, which the trainer
 // compiles so an update is a handful of fused kernels instead of hundreds
 // of small ones.
@@ -140,7 +151,7 @@ func (o *AdamW) updateGraph(a updateArgs) updateOut {
 	scale := clipScale(norm, a.scalars.maxNorm)
 	finite := mlx.LogicalNot(mlx.LogicalOr(mlx.IsNaN(norm), mlx.IsInf(norm)))
 	n := len(a.params)
-	u := updateOut{params: make([]*mlx.Array, n), m: make([]*mlx.Array, n), v: make([]*mlx.Array, n), gradNorm: norm}
+	u := updateOut{params: make([]*mlx.Array, n), m: make([]*mlx.Array, n), v: make([]*mlx.Array, n), gradNorm: norm, totals: a.totals}
 	for i := 0; i < n; i++ {
 		p, m, v := o.adamwStep(a.params[i], mlx.Multiply(a.grads[i], scale), a.m[i], a.v[i],
 			a.scalars.stepSize, a.scalars.invC2, a.scalars.decay)

@@ -36,6 +36,9 @@ type RunMetadata struct {
 	Device           string            `json:"device"`
 	TrainableParams  int               `json:"trainable_params"`
 	Resumed          []string          `json:"resumed,omitempty"`
+	// Distributed records the ranks of a data-parallel run (absent for
+	// one process).
+	Distributed *DistributedInfo `json:"distributed,omitempty"`
 }
 
 // Build names the fungtrain binary that makes a run.
@@ -138,6 +141,9 @@ func writeJSON(path string, v any) error {
 }
 
 func (t *Trainer) writeRecords() error {
+	if !t.writes() {
+		return nil
+	}
 	y, err := t.Cfg.YAML()
 	if err != nil {
 		return err
@@ -186,7 +192,7 @@ func openMetrics(path string, keepThroughStep int) (*metricsWriter, error) {
 }
 
 func (w *metricsWriter) write(rec map[string]any) {
-	if w.err != nil {
+	if w == nil || w.err != nil { // nil: a rank that does not write
 		return
 	}
 	b, err := json.Marshal(rec)
@@ -200,6 +206,9 @@ func (w *metricsWriter) write(rec map[string]any) {
 }
 
 func (w *metricsWriter) close() error {
+	if w == nil {
+		return nil
+	}
 	if err := w.f.Close(); err != nil && w.err == nil {
 		w.err = err
 	}

@@ -84,7 +84,7 @@ type Summary struct {
 	TrainSeconds   float64 `json:"train_seconds"`          // time in training steps
 	TokensPerSec   float64 `json:"tokens_per_sec"`         // input tokens per training second
 	TrainedPerSec  float64 `json:"trained_tokens_per_sec"` // loss-counted tokens per training second
-	PeakMemoryGB   float64 `json:"peak_memory_gb"`
+	PeakMemoryGB   float64 `json:"peak_memory_gb"`         // the largest of the ranks'
 	TrainableParam int     `json:"trainable_params"`
 }
 
@@ -93,7 +93,7 @@ func (t *Trainer) summary() *Summary {
 		BestValLoss: t.state.BestValLoss, BestStep: t.state.BestStep, Steps: t.state.Step,
 		TrainedTokens: t.state.TrainedTokens, InputTokens: t.state.InputTokens, Seconds: t.state.Seconds,
 		TrainSeconds: t.state.TrainSeconds,
-		PeakMemoryGB: float64(max(t.peakMem, mlx.PeakMemory())) / 1e9, TrainableParam: t.Adapters.NumParams()}
+		PeakMemoryGB: t.maxOverRanks(float64(max(t.peakMem, mlx.PeakMemory()))) / 1e9, TrainableParam: t.Adapters.NumParams()}
 	if s.TrainSeconds > 0 {
 		s.TokensPerSec = float64(s.InputTokens) / s.TrainSeconds
 		s.TrainedPerSec = float64(s.TrainedTokens) / s.TrainSeconds

@@ -25,9 +25,16 @@ import (
 // childEnv, when set, names a JSON run config: the test binary then trains
 // it (see TestMain) instead of running tests. childDelayEnv slows each step
 // so the parent can kill the child mid-run.
+//
+// With MLX_RANK and MLX_HOSTFILE set (as fungtrain launch and mlx.launch
+// set them) the child joins the ring first and trains as one rank of the
+// group; childCkEnv names a checkpoint to resume, and childRankMeanEnv
+// weights the ranks' per-token means equally, as mlx-lm does.
 const (
-	childEnv      = "FUNGTRAIN_LORA_CHILD"
-	childDelayEnv = "FUNGTRAIN_LORA_CHILD_DELAY"
+	childEnv         = "FUNGTRAIN_LORA_CHILD"
+	childDelayEnv    = "FUNGTRAIN_LORA_CHILD_DELAY"
+	childCkEnv       = "FUNGTRAIN_LORA_CHILD_CHECKPOINT"
+	childRankMeanEnv = "FUNGTRAIN_LORA_CHILD_RANKMEAN"
 )
 
 func childMain() int {
@@ -47,10 +54,28 @@ func childMain() int {
 			time.Sleep(delay)
 		}
 	}})
-	if _, err := runTraining(context.Background(), cfg, "", log, nil); err != nil {
-		fmt.Fprintln(os.Stderr, err)
+	var g *mlx.Group
+	if mlx.DistributedRequested() {
+		err := mlx.Do(func() (err error) {
+			g, err = mlx.InitDistributed(mlx.DistributedConfig{Backend: "any", Strict: true, InitTimeout: time.Minute,
+				Timeout: time.Duration(cfg.Training.DistTimeout * float64(time.Second))})
+			return err
+		})
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+	}
+	var edit func(*Trainer) error
+	if os.Getenv(childRankMeanEnv) != "" {
+		edit = func(tr *Trainer) error { tr.stepper.rankMean = true; return nil }
+	}
+	sum, err := runTrainingOn(context.Background(), g, cfg, os.Getenv(childCkEnv), log, edit)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "error:", err)
 		return 1
 	}
+	fmt.Printf("done: %d steps\n", sum.Steps)
 	return 0
 }
 
@@ -58,6 +83,12 @@ func childMain() int {
 // set, and runs the trainer. edit, if set, is called on the trainer before
 // Run (on the MLX thread). It fails if any array outlives the run.
 func runTraining(ctx context.Context, cfg RunConfig, ck string, log *slog.Logger, edit func(*Trainer) error) (sum *Summary, err error) {
+	return runTrainingOn(ctx, nil, cfg, ck, log, edit)
+}
+
+// runTrainingOn is runTraining as one rank of g (nil: alone); only rank 0
+// restores the checkpoint.
+func runTrainingOn(ctx context.Context, g *mlx.Group, cfg RunConfig, ck string, log *slog.Logger, edit func(*Trainer) error) (sum *Summary, err error) {
 	var live int64
 	if err := mlx.Do(func() error { live = mlx.LiveArrays(); return nil }); err != nil {
 		return nil, err
@@ -84,16 +115,17 @@ func runTraining(ctx context.Context, cfg RunConfig, ck string, log *slog.Logger
 		if err != nil {
 			return err
 		}
-		tr, err := NewTrainer(cfg, m, train, valid, tokPad, RunMetadata{Seed: cfg.Training.Seed}, log)
+		tr, err := NewTrainer(cfg, m, train, valid, tokPad, RunMetadata{Seed: cfg.Training.Seed}, log, WithGroup(g))
 		if err != nil {
 			return err
 		}
 		defer tr.Close()
 		defer tr.Adapters.Remove()
-		if ck != "" {
-			if err := tr.Restore(ck); err != nil {
-				return err
-			}
+		if ck != "" && tr.Rank() == 0 {
+			err = tr.Restore(ck)
+		}
+		if err := AgreeOnError(g, err); err != nil {
+			return err
 		}
 		if edit != nil {
 			if err := edit(tr); err != nil {

@@ -21,13 +21,22 @@ var ErrInterrupted = errors.New("training interrupted; checkpoint saved")
 // Run trains until the last step, ctx is cancelled (then it saves a
 // checkpoint and returns ErrInterrupted), or the loss stops being finite
 // (then the last good checkpoint is kept and an error returned).
+//
+// Across ranks, a rank whose ctx is cancelled sets its stop flag in the
+// steps it builds from then on; the flags are summed with the gradients,
+// so every rank sees the same step as the last, and rank 0 saves the
+// checkpoint. (A rank that stopped alone would leave the others waiting
+// at their next collective.)
 func (t *Trainer) Run(ctx context.Context) (*Summary, error) {
 	if t.state.Step >= t.totalSteps {
 		// Nothing to train; going on would rewrite the run's records
 		// (summary.json without its final losses).
 		return nil, fmt.Errorf("the run in %s already finished (step %d of %d); nothing to resume", t.out, t.state.Step, t.totalSteps)
 	}
-	if err := t.start(); err != nil {
+	if err := t.syncRanks(); err != nil {
+		return nil, err
+	}
+	if err := AgreeOnError(t.group, t.start()); err != nil {
 		return nil, err
 	}
 	defer t.metrics.close()
@@ -38,23 +47,24 @@ func (t *Trainer) Run(ctx context.Context) (*Summary, error) {
 		}
 		t.state.InitialVal = v
 	}
-	bar := progress.New(os.Stderr, "train", t.totalSteps)
+	bar := progress.New(t.progressOut(), "train", t.totalSteps)
 	bar.Add(t.state.Step)
 	defer bar.Finish()
 	runStart, secondsBefore := time.Now(), t.state.Seconds
 	elapsed := func() float64 { return secondsBefore + time.Since(runStart).Seconds() }
 	t.window.restart(time.Now())
 	for t.state.Step < t.totalSteps {
-		if ctx.Err() != nil {
+		if t.stopping(ctx) {
+			t.stepper.discardAhead()
 			t.state.Seconds = elapsed()
 			if err := t.saveCheckpoint(); err != nil {
 				return nil, fmt.Errorf("save checkpoint on interrupt: %w", err)
 			}
 			t.Log.Info("interrupted; checkpoint saved", "step", t.state.Step, "dir", t.out)
-			return nil, ErrInterrupted
+			return nil, errors.Join(ErrInterrupted, t.barrier())
 		}
 		lr := t.learningRate(t.state.Step)
-		res, err := t.trainStep(lr)
+		res, err := t.makeStep(lr, ctx.Err() != nil)
 		if err != nil {
 			return nil, fmt.Errorf("step %d: %w (the last good checkpoint is in %s)", t.state.Step+1, err, checkpointsDir(t.out))
 		}
@@ -86,14 +96,36 @@ func (t *Trainer) Run(ctx context.Context) (*Summary, error) {
 			t.window.restart(time.Now())
 		}
 	}
-	if err := t.Adapters.Save(t.out); err != nil {
-		return nil, err
-	}
+	t.Log.Info("compiled shapes", "distinct", len(t.stepper.shapes))
 	sum := t.summary()
-	if err := writeJSON(filepath.Join(t.out, "summary.json"), sum); err != nil {
-		return nil, err
+	if t.writes() {
+		if err := t.Adapters.Save(t.out); err != nil {
+			return nil, err
+		}
+		if err := writeJSON(filepath.Join(t.out, "summary.json"), sum); err != nil {
+			return nil, err
+		}
 	}
-	return sum, nil
+	return sum, t.barrier()
+}
+
+// stopping reports whether the run stops before its next step: alone,
+// when ctx is cancelled; across ranks, when the last step reported that
+// some rank's was (see Run).
+func (t *Trainer) stopping(ctx context.Context) bool {
+	if t.WorldSize() > 1 {
+		return t.stopSeen
+	}
+	return ctx.Err() != nil
+}
+
+// progressOut is where the progress bar goes: stderr on rank 0, nowhere
+// (nil) on the others.
+func (t *Trainer) progressOut() *os.File {
+	if t.writes() {
+		return os.Stderr
+	}
+	return nil
 }
 
 // every reports whether step is a positive multiple of n (n > 0).
@@ -103,6 +135,10 @@ func every(n, step int) bool { return n > 0 && step%n == 0 }
 // run removed, metrics.jsonl opened, config.yaml and run_metadata.json
 // written — and logs what the run will do.
 func (t *Trainer) start() error {
+	mlx.ResetPeakMemory()
+	if !t.writes() {
+		return nil
+	}
 	if err := os.MkdirAll(t.out, 0o755); err != nil {
 		return err
 	}
@@ -123,8 +159,8 @@ func (t *Trainer) start() error {
 	traindata.LogSplit(t.Log, t.Train, t.Cfg.Training.BatchSize)
 	t.Log.Info("training", "trainable_params", t.Adapters.NumParams(), "adapted_layers", len(t.Adapters.Names),
 		"steps", t.totalSteps, "start_step", t.state.Step, "batches_per_epoch", t.data.perEpoch,
-		"grad_accumulation", t.Cfg.Training.GradAccumulation)
-	mlx.ResetPeakMemory()
+		"grad_accumulation", t.Cfg.Training.GradAccumulation, "micro_batch", t.Cfg.Training.MicroBatch.String(),
+		"ranks", t.WorldSize(), "global_batch", t.shardSpec().GlobalBatch())
 	return nil
 }
 
@@ -150,7 +186,9 @@ func (t *Trainer) evaluateAndKeepBest() error {
 	}
 	if v < t.state.BestValLoss {
 		t.state.BestValLoss, t.state.BestStep = v, t.state.Step
-		return t.Adapters.Save(filepath.Join(t.out, "best"))
+		if t.writes() {
+			return t.Adapters.Save(filepath.Join(t.out, "best"))
+		}
 	}
 	return nil
 }

@@ -1,7 +1,6 @@
 package lora
 
 import (
-	"errors"
 	"fmt"
 	"math"
 
@@ -10,26 +9,27 @@ import (
 	"github.com/fungtrain/fungtrain/traindata"
 )
 
-// stepper makes optimizer steps. It owns the MLX functions a step runs —
-// the loss and its gradients, the optimizer update, and, without
-// accumulation, both fused into one call — their argument layout and the
-// step queued ahead on the device.
+// stepper makes optimizer steps. It owns the MLX functions a step runs,
+// their argument layout, and the steps queued on the device.
 //
-// A step is made of three parts, each its own method:
+// A step is this rank's compute batches of the step's examples (see
+// trainBatches.step), then the optimizer update:
 //
-//	computeGrads   the loss and gradients of one micro-batch
-//	accumulate     the sum of the step's micro-batch gradients
-//	applyUpdate    clipping and AdamW, replacing params and moments
+//	one batch       fused: loss, gradients, the all-reduce across ranks
+//	                and the update in one compiled call
+//	several         accumulate: one compiled call per batch, each adding
+//	                its loss sum and gradients to the step's; then update:
+//	                the all-reduce and the update in one compiled call
+//	none            update alone, with zero gradients (a rank whose share
+//	                of the step is empty still joins its all-reduce)
 //
-// Without accumulation (one micro-batch per step) all three are one
-// compiled call, and the next step is queued on the device before the
-// current one is read (see run).
-//
-// The seams are where later work goes: several examples of a step as one
-// micro-batch change what trainBatches.stepBatches returns; data-parallel
-// training all-reduces the accumulated gradients between accumulate and
-// applyUpdate (and so takes the unfused path); another optimizer rule is
-// AdamW.updateGraph and its scalars.
+// Nothing is read back on the host until the step is done: the calls are
+// queued on the device one after another (at most two batches in flight,
+// which bounds memory as a host sync per batch would, without leaving the
+// device idle while the host builds the next graph), and the step's loss
+// and gradient norm are read once, after the update. The next step is
+// queued before that read (see run), so the device goes from one step to
+// the next without waiting for the host.
 type stepper struct {
 	adapters *Adapters
 	opt      *AdamW
@@ -39,37 +39,43 @@ type stepper struct {
 	ce       *fusedCE
 	seed     uint64  // the run's seed: with the cursor it fixes the dropout masks
 	gradClip float64 // global-norm clip; 0: none
+	group    *mlx.Group
+	rankMean bool // weight each rank's per-token mean equally, as mlx-lm does (tests' negative control)
 
 	lossAndGrad *mlx.ValueAndGrad // value and gradient of loss
-	grads       *mlx.Closure      // lossAndGrad as a closure (compiled when configured)
-	update      *mlx.Closure      // updateGraph, compiled
-	fused       *mlx.Closure      // grads and update in one call; nil with accumulation
+	accumulate  *mlx.Closure      // accFunc
+	update      *mlx.Closure      // updateFunc: all-reduce and AdamW
+	fused       *mlx.Closure      // fusedFunc: a one-batch step in one call
 
 	ahead      *queuedStep // the next step, queued before the current one is read
 	queuedUsed int         // queued steps that were used (tests)
+	flight     []inflight  // batches queued on the device and not yet waited for
+	shapes     map[string]bool
 }
 
 // stepPlan is where one optimizer step stands in the run.
 type stepPlan struct {
-	cursor int     // global index of its first micro-batch
+	cursor int     // global index of its first global micro-batch
 	done   int     // updates made before it: it is update number done+1
 	lr     float64 // its learning rate
 }
 
-// stepResult is one optimizer step's outcome.
+// stepResult is one optimizer step's outcome, over all ranks.
 type stepResult struct {
 	lossSum, counted float64
 	tokens           int
 	gradNorm         float64
+	stop             bool // some rank was asked to stop
 }
 
-// newStepper builds the step's functions for adapters a on model m.
-// Call it on the MLX thread.
-func newStepper(c TrainingConfig, m *llama.Model, a *Adapters, opt *AdamW, data *trainBatches, gradClip float64) (_ *stepper, err error) {
-	s := &stepper{adapters: a, opt: opt, data: data, seed: c.Seed, gradClip: gradClip,
+// newStepper builds the step's functions for adapters a on model m; g is
+// the group of ranks (nil: one process). Call it on the MLX thread.
+func newStepper(c TrainingConfig, m *llama.Model, a *Adapters, opt *AdamW, data *trainBatches, gradClip float64, g *mlx.Group) (_ *stepper, err error) {
+	s := &stepper{adapters: a, opt: opt, data: data, seed: c.Seed, gradClip: gradClip, group: g,
 		layout:  stepLayout{params: len(a.Params())},
 		forward: newTrainForward(m, a, c.GradCheckpoint),
-		ce:      newFusedCE(m, c.LossChunk, true)}
+		ce:      newFusedCE(m, c.LossChunk, true),
+		shapes:  map[string]bool{}}
 	if a.Settings.Dropout > 0 {
 		s.layout.keys = len(a.Names)
 	}
@@ -81,19 +87,14 @@ func newStepper(c TrainingConfig, m *llama.Model, a *Adapters, opt *AdamW, data 
 	if s.lossAndGrad, err = mlx.NewValueAndGrad(s.loss, s.layout.gradArgnums()...); err != nil {
 		return nil, err
 	}
-	s.grads = mlx.NewClosure(s.gradsFunc)
+	s.accumulate = mlx.NewClosure(s.accFunc)
 	s.update = mlx.NewClosure(s.updateFunc)
+	s.fused = mlx.NewClosure(s.fusedFunc)
 	if err = s.update.Compile(false); err != nil {
 		return nil, err
 	}
-	if c.GradAccumulation == 1 {
-		s.fused = mlx.NewClosure(s.fusedFunc)
-	}
 	if c.Compile {
-		for _, f := range []*mlx.Closure{s.grads, s.fused} {
-			if f == nil {
-				continue
-			}
+		for _, f := range []*mlx.Closure{s.accumulate, s.fused} {
 			if err = f.Compile(false); err != nil {
 				return nil, err
 			}
@@ -102,23 +103,22 @@ func newStepper(c TrainingConfig, m *llama.Model, a *Adapters, opt *AdamW, data 
 	return s, nil
 }
 
-// close frees the stepper's functions and any queued step.
+// close waits for the work still queued, and frees the stepper's
+// functions and any queued step.
 func (s *stepper) close() {
-	if s.ahead != nil {
-		s.ahead.free()
-		s.ahead = nil
-	}
+	s.discardAhead()
+	s.drain()
 	s.fused.Free()
 	s.update.Free()
-	s.grads.Free()
+	s.accumulate.Free()
 	s.lossAndGrad.Free()
 	s.forward.free()
 	s.ce.free()
 }
 
 // loss is the function whose gradient training takes (see lossArgs): the
-// masked cross-entropy of the micro-batch at the given params, divided by
-// the step's count of loss tokens, and its sum.
+// masked cross-entropy of the batch at the given params, divided by the
+// step's count of loss tokens, and its sum.
 func (s *stepper) loss(in []*mlx.Array) ([]*mlx.Array, error) {
 	a, err := s.layout.unpackLoss(in)
 	if err != nil {
@@ -136,8 +136,13 @@ func (s *stepper) loss(in []*mlx.Array) ([]*mlx.Array, error) {
 	return s.layout.packLossOut(lossOut{loss: mlx.Divide(sum, b.norm), sum: sum}), nil
 }
 
-func (s *stepper) gradsFunc(in []*mlx.Array) ([]*mlx.Array, error) {
-	vals, grads, err := s.lossAndGrad.Call(in...)
+// accFunc adds a batch's loss sum and gradients to the step's so far.
+func (s *stepper) accFunc(in []*mlx.Array) ([]*mlx.Array, error) {
+	a, err := s.layout.unpackAcc(in)
+	if err != nil {
+		return nil, err
+	}
+	vals, grads, err := s.lossAndGrad.Call(s.layout.packLoss(a.loss)...)
 	if err != nil {
 		return nil, err
 	}
@@ -145,19 +150,25 @@ func (s *stepper) gradsFunc(in []*mlx.Array) ([]*mlx.Array, error) {
 	if err != nil {
 		return nil, err
 	}
-	return s.layout.packGrads(gradOut{lossOut: lo, grads: grads}), nil
+	out := accOut{sum: mlx.Add(a.sum, lo.sum), grads: make([]*mlx.Array, len(grads))}
+	for i, g := range grads {
+		out.grads[i] = mlx.Add(a.grads[i], g)
+	}
+	return s.layout.packAccOut(out), nil
 }
 
+// updateFunc is the all-reduce across ranks and the optimizer update.
 func (s *stepper) updateFunc(in []*mlx.Array) ([]*mlx.Array, error) {
 	a, err := s.layout.unpackUpdate(in)
 	if err != nil {
 		return nil, err
 	}
+	a.grads, a.totals = reduceGraph(s.group, a.grads, a.totals, s.rankMean)
 	return s.layout.packUpdated(s.opt.updateGraph(a)), nil
 }
 
-// fusedFunc is a whole step without accumulation as one function, so a
-// step is one compiled call and one wait for the device.
+// fusedFunc is a whole one-batch step as one function, so that it is one
+// compiled call and one wait for the device.
 func (s *stepper) fusedFunc(in []*mlx.Array) ([]*mlx.Array, error) {
 	a, err := s.layout.unpackFused(in)
 	if err != nil {
@@ -171,12 +182,13 @@ func (s *stepper) fusedFunc(in []*mlx.Array) ([]*mlx.Array, error) {
 	if err != nil {
 		return nil, err
 	}
-	u := s.opt.updateGraph(updateArgs{params: a.loss.params, grads: grads, m: a.m, v: a.v, scalars: a.scalars})
-	return s.layout.packFusedOut(fusedOut{lossOut: lo, update: u}), nil
+	grads, totals := reduceGraph(s.group, grads, stepTotals{sum: lo.sum, count: a.count, stop: a.stop}, s.rankMean)
+	u := s.opt.updateGraph(updateArgs{params: a.loss.params, grads: grads, m: a.m, v: a.v, scalars: a.scalars, totals: totals})
+	return s.layout.packUpdated(u), nil
 }
 
-// lossArgs are the loss function's arguments for micro-batch b at params.
-// With dropout on, the adapters' keys of the current micro-batch (see
+// lossArgs are the loss function's arguments for batch b at params. With
+// dropout on, the adapters' keys of the current batch (see
 // Adapters.SetTraining) are arguments too: as inputs, a compiled step
 // draws new masks each time.
 func (s *stepper) lossArgs(params []*mlx.Array, b microBatch) lossArgs {
@@ -187,131 +199,43 @@ func (s *stepper) lossArgs(params []*mlx.Array, b microBatch) lossArgs {
 	return a
 }
 
-// dropoutSeed seeds the dropout masks of micro-batch cursor: with the
-// cursor it fixes all of a run's randomness, so a resumed run repeats it.
-func (s *stepper) dropoutSeed(cursor int) uint64 {
-	return s.seed*1_000_033 + uint64(cursor)
+// dropoutSeed seeds the dropout masks of compute batch j of the step at
+// cursor on this rank: with the cursor it fixes all of a run's
+// randomness, so a resumed run repeats it. (Batch 0 on rank 0 keeps the
+// seed of earlier versions, seed·1000033 + cursor.)
+func (s *stepper) dropoutSeed(cursor, j int) uint64 {
+	unit := uint64(j)
+	if s.group != nil {
+		unit += uint64(s.group.Rank()) << 16
+	}
+	return s.seed*1_000_033 + uint64(cursor) + unit<<32
 }
 
-// queues reports whether run queues steps ahead (no accumulation).
-func (s *stepper) queues() bool { return s.fused != nil }
-
-// run makes the optimizer step p. Where the stepper queues steps ahead and
-// next is not nil, step next is queued on the device before p's results
-// are read; it is used by the following call if that call's plan and
-// parameters are still the ones it was built from.
-func (s *stepper) run(p stepPlan, next *stepPlan) (stepResult, error) {
-	if s.fused != nil {
-		return s.runFused(p, next)
+// eval waits for arrays, with the group's bound when they may wait for a
+// collective.
+func (s *stepper) eval(as ...*mlx.Array) error {
+	if s.group != nil && s.group.Size() > 1 {
+		return s.group.Eval(as...)
 	}
-	return s.runAccumulated(p)
+	return mlx.Eval(as...)
 }
 
-// runAccumulated makes step p from its micro-batches one at a time.
-func (s *stepper) runAccumulated(p stepPlan) (stepResult, error) {
-	batches := s.data.stepBatches(p.cursor)
-	res := resultOf(batches)
-	if res.counted == 0 {
-		return res, errors.New("a training step has no loss tokens")
+// asyncEval queues arrays on the device. Across ranks its error (MLX
+// waits for earlier work when much is queued) may be a failed collective,
+// and says so.
+func (s *stepper) asyncEval(as ...*mlx.Array) error {
+	err := mlx.AsyncEval(as...)
+	if err != nil && s.group != nil && s.group.Size() > 1 {
+		return fmt.Errorf("a collective on %s failed (has another rank stopped?): %w", s.group, err)
 	}
-	var acc []*mlx.Array
-	defer func() { freeArrays(acc) }()
-	for k, b := range batches {
-		var sum float64
-		var err error
-		if acc, sum, err = s.accumulate(acc, p.cursor+k, b, res.counted); err != nil {
-			return res, err
-		}
-		res.lossSum += sum
-	}
-	if err := finiteLoss(res); err != nil {
-		return res, err
-	}
-	var err error
-	res.gradNorm, err = s.applyUpdate(acc, p)
-	return res, err
+	return err
 }
 
-// computeGrads builds the loss and gradients of micro-batch b (global
-// index cursor) at params, its loss normalised by the step's count of
-// loss tokens. The arrays belong to the caller's scope and are not yet
-// evaluated.
-func (s *stepper) computeGrads(params []*mlx.Array, cursor int, b traindata.Batch, stepCounted float64) (gradOut, error) {
-	s.adapters.SetTraining(true, s.dropoutSeed(cursor))
-	defer s.adapters.SetTraining(false, 0)
-	out, err := s.grads.Call(s.layout.packLoss(s.lossArgs(params, newMicroBatch(b, stepCounted)))...)
-	if err != nil {
-		return gradOut{}, err
-	}
-	return s.layout.unpackGrads(out)
-}
-
-// accumulate adds the gradients of micro-batch b to acc (nil before the
-// first) and evaluates them with its loss sum. It returns the new sums,
-// detached, and frees acc; on error acc is left as it was.
-func (s *stepper) accumulate(acc []*mlx.Array, cursor int, b traindata.Batch, stepCounted float64) ([]*mlx.Array, float64, error) {
-	sc := mlx.NewScope()
-	defer sc.Close()
-	g, err := s.computeGrads(s.adapters.Params(), cursor, b, stepCounted)
-	if err != nil {
-		return acc, 0, err
-	}
-	sums := g.grads
-	if acc != nil {
-		for i := range sums {
-			sums[i] = mlx.Add(acc[i], sums[i])
-		}
-	}
-	if err := mlx.Eval(append(sums, g.sum)...); err != nil {
-		return acc, 0, err
-	}
-	sum, err := g.sum.Item()
-	if err != nil {
-		return acc, 0, err
-	}
-	sc.Keep(sums...)
-	mlx.Detach(sums...)
-	freeArrays(acc)
-	return sums, sum, nil
-}
-
-// applyUpdate clips grads and applies AdamW for step p, replacing the
-// adapters' parameters and the optimizer's moments, and returns the
-// gradient norm before clipping. When the norm is not finite nothing
-// changes and an error is returned.
-func (s *stepper) applyUpdate(grads []*mlx.Array, p stepPlan) (float64, error) {
-	sc := mlx.NewScope()
-	defer sc.Close()
-	old := s.adapters.Params()
-	in := updateArgs{params: old, grads: grads, m: s.opt.M, v: s.opt.V, scalars: s.opt.updateScalars(p.done+1, p.lr, s.gradClip)}
-	out, err := s.update.Call(s.layout.packUpdate(in)...)
-	if err != nil {
-		return 0, err
-	}
-	u, err := s.layout.unpackUpdated(out)
-	if err != nil {
-		return 0, err
-	}
-	if err := mlx.Eval(out...); err != nil {
-		return 0, err
-	}
-	params, norm, err := s.opt.adopt(u)
-	if err != nil {
-		return norm, err
-	}
-	s.adapters.SetParams(params)
-	freeArrays(old)
-	return norm, nil
-}
-
-// resultOf counts a step's loss and input tokens.
-func resultOf(batches []traindata.Batch) stepResult {
-	var r stepResult
-	for _, b := range batches {
-		r.counted += float64(b.Counted)
-		r.tokens += b.Tokens
-	}
-	return r
+// noteShape counts the distinct (function, rows, length) a step calls a
+// compiled function with: each is one trace (and, on a fresh machine, its
+// kernels).
+func (s *stepper) noteShape(fn string, b traindata.Batch) {
+	s.shapes[fmt.Sprintf("%s %dx%d", fn, b.B, b.L)] = true
 }
 
 func finiteLoss(r stepResult) error {

@@ -163,6 +163,15 @@ func (g *Group) Backend() string { return g.backend }
 // Timeout is the bound on each Eval.
 func (g *Group) Timeout() time.Duration { return g.timeout }
 
+// SetTimeout changes the bound on each Eval and host-value collective
+// (a program that joins before it has read its settings sets it after);
+// d ≤ 0 keeps the current one. Call it on the MLX thread.
+func (g *Group) SetTimeout(d time.Duration) {
+	if d > 0 {
+		g.timeout = d
+	}
+}
+
 func (g *Group) String() string {
 	return fmt.Sprintf("rank %d of %d (backend %s)", g.rank, g.size, g.backend)
 }

@@ -17,6 +17,14 @@ Each command reads a JSON object on stdin and prints a JSON object:
       linear_to_lora_layers), gives every lora_b random values, saves
       adapters.safetensors and adapter_config.json the way its trainer
       does, and prints the adapted model's logits for ids.
+  train MODEL_DIR ADAPTER_DIR
+      in:  {"lr": LR, "batches": [{"tokens": [[id...]...], "lengths": [[offset, length]...]}...]}
+      out: {"losses": [...]}: `mlx_lm lora`'s training from the adapter
+      (the model frozen, its LoRA layers from adapter_config.json, the
+      adapter's weights), with its default optimizer (MLX's optim.Adam:
+      no bias correction) and its loss (mlx_lm.tuner.trainer.default_loss,
+      whose mask is offset < position ≤ length, 1-based), one update per
+      batch, no accumulation; the loss of each batch before its update.
 
 mlx-lm is an implementation nobody on the project wrote, run live on the
 same MLX version.
@@ -27,8 +35,10 @@ from pathlib import Path
 
 import mlx.core as mx
 import mlx.nn as nn
+import mlx.optimizers as optim
 from mlx.utils import tree_flatten, tree_unflatten
 
+from mlx_lm.tuner.trainer import default_loss
 from mlx_lm.tuner.utils import linear_to_lora_layers
 from mlx_lm.utils import load_adapters, load_model
 
@@ -91,6 +101,19 @@ def main():
             json.dump(config, f, indent=4)
         out = logits_of(model, req["ids"])
         out["tensors"] = sorted(weights)
+    elif cmd == "train":
+        model.freeze()
+        model = load_adapters(model, sys.argv[3])
+        model.train()
+        opt = optim.Adam(learning_rate=req["lr"])
+        loss_value_and_grad = nn.value_and_grad(model, default_loss)
+        losses = []
+        for b in req["batches"]:
+            (loss, _), grad = loss_value_and_grad(model, mx.array(b["tokens"]), mx.array(b["lengths"]))
+            opt.update(model, grad)
+            mx.eval(model.parameters(), opt.state, loss)
+            losses.append(loss.item())
+        out = {"losses": losses}
     else:
         raise SystemExit(f"unknown command {cmd}")
     json.dump(out, sys.stdout)
