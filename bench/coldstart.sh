@@ -13,7 +13,8 @@
 # Every run gets its own empty TMPDIR and MLX_PTX_CACHE_DIR for "cold"; the
 # "warm" run reuses the cold run's. Each run makes STEPS optimizer steps;
 # fungtrain's reports give the step times (the first includes the
-# compilation), mlx-lm's likewise (its iterations are micro-batches).
+# compilation; training.sequential, so that each report times its own
+# step), mlx-lm's likewise (its iterations are micro-batches).
 #
 # Environment: SHAPE (tiny), DTYPE (f32), MINLEN/MAXLEN (32/256 tokens),
 # STEPS (4), PY (python3 with mlx-lm; default the test venv's), FUNGTRAIN_BIN.
@@ -75,14 +76,15 @@ PY
 }
 mlxlm() { # name cache
   local name=$1 cache=$2
-  TMPDIR=$cache MLX_PTX_CACHE_DIR=$cache/ptx "$PY" - "$MODEL" "$DATA/lengths.json" "$STEPS" "$name" >"$OUT/$name.log" 2>&1 <<'PY' || { tail -20 "$OUT/$name.log"; exit 1; }
+  TMPDIR=$cache MLX_PTX_CACHE_DIR=$cache/ptx "$PY" - "$MODEL" "$DATA/lengths.json" "$STEPS" "$name" "$OUT/$name.safetensors" \
+    >"$OUT/$name.log" 2>&1 <<'PY' || { tail -20 "$OUT/$name.log"; exit 1; }
 import json, sys, time
 from pathlib import Path
 import mlx.core as mx, mlx.optimizers as optim, numpy as np
 from mlx_lm.tuner.trainer import TrainingArgs, TrainingCallback, train
 from mlx_lm.tuner.utils import linear_to_lora_layers
 from mlx_lm.utils import load_model
-model_dir, lengths, steps, name = sys.argv[1], json.load(open(sys.argv[2])), int(sys.argv[3]), sys.argv[4]
+model_dir, lengths, steps, name, adapters = sys.argv[1], json.load(open(sys.argv[2])), int(sys.argv[3]), sys.argv[4], sys.argv[5]
 model, config = load_model(Path(model_dir))
 model.freeze()
 linear_to_lora_layers(model, min(12, len(model.layers)), {"rank": 6, "scale": 8 / 6, "dropout": 0.1,
@@ -94,7 +96,7 @@ class CB(TrainingCallback):
     def on_train_loss_report(self, info):
         now = time.perf_counter(); times.append(now - last[0]); last[0] = now
 args = TrainingArgs(batch_size=1, iters=8 * steps, steps_per_report=8, steps_per_eval=10**9, steps_per_save=10**9,
-                    grad_accumulation_steps=8, max_seq_length=max(lengths) + 2, adapter_file="/dev/null")
+                    grad_accumulation_steps=8, max_seq_length=max(lengths) + 2, adapter_file=adapters)
 last[0] = time.perf_counter()
 train(model, optim.Adam(learning_rate=1e-5), data, None, args, training_callback=CB())
 print(f"{name:28s} first step {times[0]:7.2f} s   later steps {sum(times[1:]) / max(1, len(times) - 1):7.2f} s")
