@@ -38,7 +38,17 @@ def prompt(rng, n):
 
 
 def one_request(base, model, text, max_tokens, res):
-    """Sends one streamed chat request; fills res with timings and counts."""
+    """Sends one streamed chat request; fills res with timings and counts,
+    or res["error"] when the request fails (a refused or reset connection
+    too: a server with a short listen backlog resets some at high
+    concurrency, and the level reports that instead of dying)."""
+    try:
+        send_request(base, model, text, max_tokens, res)
+    except (OSError, http.client.HTTPException, ValueError) as e:
+        res["error"] = f"{type(e).__name__}: {e}"
+
+
+def send_request(base, model, text, max_tokens, res):
     u = urllib.parse.urlparse(base)
     conn = http.client.HTTPConnection(u.hostname, u.port, timeout=600)
     body = json.dumps({

@@ -49,16 +49,26 @@ type DecodeSettings struct {
 	Depth int
 }
 
+// DefaultDecodeSettings are what generation uses unless told otherwise:
+// on an H200, Transposed, Fuse and CompiledSwiGLU together decoded a 3B
+// model at 236 tokens/s against 202 with none of them and 164 for mlx-lm,
+// and no one of them alone came close (docs/BENCHMARKS.md, "Decode").
+var DefaultDecodeSettings = DecodeSettings{Transposed: true, Fuse: true, CompiledSwiGLU: true, Depth: 1}
+
 // DecodeSettingsFromEnv reads FUNGTRAIN_DECODE_TRANSPOSED, _FUSE, _SWIGLU,
 // _COPY_CACHE (each 1 or 0) and _DEPTH (a count) once per process. Unset
-// variables take the defaults.
+// or unparsable variables keep DefaultDecodeSettings.
 var DecodeSettingsFromEnv = sync.OnceValue(func() DecodeSettings {
-	flag := func(name string) bool {
+	flag := func(name string, def bool) bool {
 		v, err := strconv.ParseBool(os.Getenv("FUNGTRAIN_DECODE_" + name))
-		return err == nil && v
+		if err != nil {
+			return def
+		}
+		return v
 	}
-	s := DecodeSettings{Transposed: flag("TRANSPOSED"), Fuse: flag("FUSE"), CompiledSwiGLU: flag("SWIGLU"),
-		CopyCache: flag("COPY_CACHE"), Depth: 1}
+	d := DefaultDecodeSettings
+	s := DecodeSettings{Transposed: flag("TRANSPOSED", d.Transposed), Fuse: flag("FUSE", d.Fuse),
+		CompiledSwiGLU: flag("SWIGLU", d.CompiledSwiGLU), CopyCache: flag("COPY_CACHE", d.CopyCache), Depth: d.Depth}
 	if d, err := strconv.Atoi(os.Getenv("FUNGTRAIN_DECODE_DEPTH")); err == nil && d >= 0 {
 		s.Depth = d
 	}
