@@ -59,6 +59,11 @@ func TestBatchAdapters(t *testing.T) {
 	m := peakyRandomModel(t)
 	V := m.Config.VocabSize
 	doMLX(t, func() error {
+		// The decode plan's weight views live as long as the model: make
+		// them before counting.
+		if err := m.PrepareDecode(DecodeSettingsFromEnv()); err != nil {
+			return err
+		}
 		before := mlx.LiveArrays()
 		a1, err := randomAdapter(m, "one", 1, 2, "model.layers.2.self_attn.q_proj", "model.layers.2.self_attn.v_proj", "model.layers.3.self_attn.v_proj")
 		if err != nil {
