@@ -29,7 +29,7 @@ mkdir -p bin
 # Unpacked beside and renamed over: a script running bin/fungtrain on the
 # other GPU keeps its copy.
 for f in /tmp/fgt-carry/fungtrain.xz .gpu*/fungtrain.xz; do
-  [ -f "$f" ] && xz -d -c "$f" > bin/.fungtrain.new && chmod +x bin/.fungtrain.new && mv bin/.fungtrain.new bin/fungtrain
+  [ -f "$f" ] && xz -d -c "$f" > "bin/.fungtrain.$$" && chmod +x "bin/.fungtrain.$$" && mv "bin/.fungtrain.$$" bin/fungtrain
 done
 [ -x bin/fungtrain ] || echo "gpu_env.sh: no bin/fungtrain (carry .gpuN/fungtrain.xz)" >&2
 NV=/opt/torch/.venv/lib/python3.12/site-packages/nvidia
