@@ -72,7 +72,8 @@ fi
 cat "$W"/base/*.safetensors "$W"/q4/*.safetensors >/dev/null  # into the page cache before anything is timed
 echo "models ready in $(( $(date +%s) - T0 )) s: $W/base, $W/q4"
 
-mapfile -t LINES < <(grep -v '^[[:space:]]*\(#\|$\)' "$LIST")
+LINES=()
+while IFS= read -r line; do LINES+=("$line"); done < <(grep -v '^[[:space:]]*\(#\|$\)' "$LIST")
 # run LABEL ROUND ENV SYSTEM MODEL
 run() {
   local label=$1 round=$2 envs=$3 system=$4 model=$5 dir name
