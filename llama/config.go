@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"os"
 	"strings"
 )
@@ -151,13 +152,23 @@ func (c *Config) Validate() error {
 	if c.HeadDim%2 != 0 {
 		return fmt.Errorf("head_dim %d must be even for RoPE", c.HeadDim)
 	}
-	if c.RMSNormEps <= 0 {
-		return fmt.Errorf("rms_norm_eps must be positive, got %g", c.RMSNormEps)
+	if err := positiveFinite("rms_norm_eps", c.RMSNormEps); err != nil {
+		return err
 	}
-	if c.RopeTheta <= 0 {
-		return fmt.Errorf("rope_theta must be positive, got %g", c.RopeTheta)
+	if err := positiveFinite("rope_theta", c.RopeTheta); err != nil {
+		return err
 	}
 	if rs := c.RopeScaling; rs != nil {
+		// NaN compares false with everything, so the range checks below
+		// would let it through: every factor must be finite first.
+		for _, f := range []struct {
+			key string
+			v   float64
+		}{{"factor", rs.Factor}, {"low_freq_factor", rs.LowFreqFactor}, {"high_freq_factor", rs.HighFreqFactor}} {
+			if math.IsNaN(f.v) || math.IsInf(f.v, 0) {
+				return fmt.Errorf("rope_scaling.%s must be a finite number, got %g", f.key, f.v)
+			}
+		}
 		switch rs.RopeType {
 		case "llama3":
 			if rs.Factor <= 0 || rs.LowFreqFactor <= 0 || rs.HighFreqFactor <= rs.LowFreqFactor || rs.OriginalMaxPositionEmbeddings <= 0 {
@@ -182,6 +193,15 @@ func (c *Config) Validate() error {
 		if q.Mode != "" && q.Mode != "affine" {
 			return fmt.Errorf("quantization mode %q unsupported (want affine)", q.Mode)
 		}
+	}
+	return nil
+}
+
+// positiveFinite checks a float setting: positive and finite (a NaN,
+// which fails every comparison, included).
+func positiveFinite(key string, v float64) error {
+	if !(v > 0) || math.IsInf(v, 1) {
+		return fmt.Errorf("%s must be a positive finite number, got %g", key, v)
 	}
 	return nil
 }

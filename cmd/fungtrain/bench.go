@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"math"
 	"strings"
 	"text/tabwriter"
 
@@ -71,6 +72,10 @@ or --to q4_0|q8_0 (a GGUF file).`,
 				o.LoRA.Keys = []string{"all-linear"}
 			default:
 				return fmt.Errorf("--lora-keys %q: want qv or all", f.keys)
+			}
+			// NaN fails every comparison, so it is named first.
+			if v := o.MemLimitGB; math.IsNaN(v) || math.IsInf(v, 0) || v < 0 {
+				return fmt.Errorf("--memory-limit-gb %g: want a finite number of GiB, 0 or more (0: MLX's default)", v)
 			}
 			switch args[0] {
 			case "train", "generate":

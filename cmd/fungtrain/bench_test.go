@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"fmt"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -68,6 +69,33 @@ func TestBenchCLIErrors(t *testing.T) {
 		_, _, err := runCLI(t, tc.args...)
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%v: error %v, want one containing %q", tc.args, err, tc.want)
+		}
+	}
+}
+
+// TestBenchMemoryLimitFlag: --memory-limit-gb NaN, ±Inf or a negative
+// number is refused with the flag's name, before anything is built; a
+// valid limit goes on (to the next error, a bad --set here), for train.
+func TestBenchMemoryLimitFlag(t *testing.T) {
+	const want = "--memory-limit-gb %s: want a finite number of GiB, 0 or more (0: MLX's default)"
+	cases := []struct{ value, want string }{
+		{"NaN", fmt.Sprintf(want, "NaN")},
+		{"Inf", fmt.Sprintf(want, "+Inf")},
+		{"-Inf", fmt.Sprintf(want, "-Inf")},
+		{"-1", fmt.Sprintf(want, "-1")},
+		{"-0.5", fmt.Sprintf(want, "-0.5")},
+		{"2", "bench config: --set training.bogus=1: unknown key training.bogus"},
+		{"0", "bench config: --set training.bogus=1: unknown key training.bogus"},
+	}
+	for _, mode := range []string{"train", "generate"} {
+		for _, tc := range cases {
+			if mode == "generate" && !strings.HasPrefix(tc.want, "--memory-limit-gb") {
+				continue // generate takes no --set: a valid limit would run it
+			}
+			_, _, err := runCLI(t, "bench", mode, "--memory-limit-gb", tc.value, "--set", "training.bogus=1")
+			if err == nil || !strings.HasPrefix(err.Error(), tc.want) {
+				t.Errorf("bench %s --memory-limit-gb %s: error\n%v\nwant\n%s", mode, tc.value, err, tc.want)
+			}
 		}
 	}
 }

@@ -147,6 +147,12 @@ var hints = []hint{
 		}
 		return ""
 	}},
+	{"resuming-with-another-number-of-ranks", func(command, msg string) string {
+		if command != "train" || !strings.Contains(msg, "so the run would not resume exactly") {
+			return ""
+		}
+		return "add --set training.batch_size=B, B being the batch per rank named above, so that world size × training.batch_size stays as the checkpoint had it"
+	}},
 	{"launch-a-rank-fails", func(command, msg string) string {
 		m := launchRankRE.FindStringSubmatch(msg)
 		switch {

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
@@ -26,6 +27,7 @@ func init() { subcommands = append(subcommands, newTrainCmd) }
 type trainFlags struct {
 	config string
 	resume string
+	force  bool
 	sets   []string
 }
 
@@ -39,7 +41,11 @@ func newTrainCmd() *cobra.Command {
 Any key can be overridden with --set section.key=value. The run directory
 gets metrics.jsonl, summary.json, run_metadata.json, config.yaml, the final
 adapters, the best adapters (best/) and checkpoints (checkpoints/).
---resume RUN_DIR continues a run exactly from its latest checkpoint.
+--resume RUN_DIR continues a run exactly from its latest checkpoint, with
+the config, data and model it started with (--config is refused).
+A new run does not start in an output.dir that holds a finished run
+(summary.json) unless --force is given: --force removes that run's
+adapters, summary.json, best/ and checkpoints/ and trains from scratch.
 SIGINT or SIGTERM saves a checkpoint and exits.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -49,8 +55,23 @@ SIGINT or SIGTERM saves a checkpoint and exits.`,
 	}
 	cmd.Flags().StringVar(&f.config, "config", "", "YAML run config")
 	cmd.Flags().StringVar(&f.resume, "resume", "", "run directory (or checkpoint) to resume")
+	cmd.Flags().BoolVar(&f.force, "force", false, "start over in an output.dir that holds a finished run, replacing it")
 	cmd.Flags().StringArrayVar(&f.sets, "set", nil, "override a config key, e.g. --set lora.rank=8 (repeatable)")
 	return cmd
+}
+
+// checkTrainFlags refuses flags that do not go together; every rank
+// checks them before it joins the others.
+func checkTrainFlags(f trainFlags) error {
+	switch {
+	case f.resume != "" && f.config != "":
+		return fmt.Errorf("train: --resume %s takes the run's config from its checkpoint, so --config %s would be ignored: "+
+			"give --resume alone (with --set only for %s), or --config alone for a new run",
+			f.resume, f.config, strings.Join(lora.ResumableKeys, ", "))
+	case f.resume != "" && f.force:
+		return fmt.Errorf("train: --force starts a new run over and --resume %s continues one: give one of them", f.resume)
+	}
+	return nil
 }
 
 // loadTrainConfig resolves the config of a new or resumed run on this
@@ -160,6 +181,9 @@ func shareSetup(g *mlx.Group, st *trainSetup) error {
 }
 
 func runTrain(cmd *cobra.Command, f trainFlags) error {
+	if err := checkTrainFlags(f); err != nil {
+		return err
+	}
 	g, st, err := joinAndLoadConfig(f)
 	if err != nil {
 		return err
@@ -174,6 +198,15 @@ func runTrain(cmd *cobra.Command, f trainFlags) error {
 	if g != nil && g.Rank() != 0 {
 		// Rank 0 reports for all; the others say only what goes wrong.
 		log = slog.New(quietHandler{slog.Default().Handler()})
+	}
+	if ck == "" && (g == nil || g.Rank() == 0) {
+		err = lora.PrepareNewRunDir(cfg.Output.Dir, f.force, log)
+	}
+	if g != nil {
+		err = mlx.Do(func() error { return lora.AgreeOnError(g, err) })
+	}
+	if err != nil {
+		return err
 	}
 	model, err := resolveModel(ctx, st.Model)
 	if g != nil {
@@ -262,6 +295,12 @@ func setUpTrainer(g *mlx.Group, cfg lora.RunConfig, model hub.Model, ck string, 
 		return nil, closeAll, err
 	}
 	if meta.Distributed, err = lora.DescribeRanks(g, cfg, rankDevice()); err != nil {
+		return nil, closeAll, err
+	}
+	if ck != "" && (g == nil || g.Rank() == 0) {
+		err = meta.CheckResumeInputs(cfg.Output.Dir, cfg.Data.Dir, model.Path)
+	}
+	if err = agree(err); err != nil {
 		return nil, closeAll, err
 	}
 	if ck != "" {

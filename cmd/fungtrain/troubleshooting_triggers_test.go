@@ -95,6 +95,46 @@ var troubleChecks = map[string]troubleCheck{
 		out, _ := asUser(context.Background(), "train", "--resume", t.TempDir())
 		return out
 	}},
+	"resume-config": {trigger: func(t *testing.T, e *troubleEnv) string {
+		out, _ := asUser(context.Background(), "train", "--resume", e.finishedRun(), "--config", "run.yaml")
+		return out
+	}},
+	"resume-changed": {trigger: func(t *testing.T, e *troubleEnv) string {
+		model, data := e.fixture()
+		data = copyDir(t, data)
+		run := filepath.Join(t.TempDir(), "run")
+		mustUser(t, "train", "--config", trainConfig(t, model, data, run, 1))
+		f, err := os.OpenFile(filepath.Join(data, "train.jsonl"), os.O_APPEND|os.O_WRONLY, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		f.WriteString(`{"text": "fasting lowers insulin"}` + "\n")
+		f.Close()
+		out, _ := asUser(context.Background(), "train", "--resume", run)
+		return out
+	}},
+	"resume-reshard": {trigger: func(t *testing.T, e *troubleEnv) string {
+		// The fixture trains 1 rank × batch 2; 1 × 1 is another global batch.
+		out, _ := asUser(context.Background(), "train", "--resume", e.finishedRun(), "--set", "training.batch_size=1")
+		return out
+	}},
+	"new-finished": {trigger: func(t *testing.T, e *troubleEnv) string {
+		model, data := e.fixture()
+		out, _ := asUser(context.Background(), "train", "--config", trainConfig(t, model, data, e.finishedRun(), 1))
+		return out
+	}},
+	"new-unfinished": {trigger: func(t *testing.T, e *troubleEnv) string {
+		// An interrupted run (a checkpoint at step 0), then a new run there.
+		model, data := e.fixture()
+		cfg := trainConfig(t, model, data, filepath.Join(t.TempDir(), "run"), 1)
+		ctx, cancel := context.WithCancel(context.Background())
+		cancel()
+		if _, err := asUser(ctx, "train", "--config", cfg); err != nil {
+			t.Fatal(err)
+		}
+		out, _ := asUser(context.Background(), "train", "--config", cfg)
+		return out
+	}},
 	"resume-interrupted": {trigger: func(t *testing.T, e *troubleEnv) string {
 		// A cancelled context stands in for Ctrl-C: the trainer saves a
 		// checkpoint and stops before its first step.
