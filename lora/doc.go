@@ -6,7 +6,9 @@
 // One file per concern:
 //
 //	layer.go, adapters.go   the adapter layer; placing, saving, loading and fusing adapters
-//	config.go               the YAML run file (config_keys.go: its checks; config_types.go: micro_batch)
+//	settings.go             the adapter settings (rank, scale, dropout, which layers)
+//	config.go               the YAML run file (config_validate.go: its values; config_keys.go: its keys;
+//	                        config_types.go: micro_batch)
 //	trainer.go              Trainer: NewTrainer, Step, Evaluate
 //	run.go                  Run: the loop of steps, evaluations and checkpoints
 //	report.go               the report window (train lines) and summary.json
@@ -19,5 +21,6 @@
 //	optim.go                AdamW, clipping, the learning-rate schedule
 //	batches.go              the data order: cursor → the step's examples → this rank's compute batches
 //	checkpoint.go           checkpoints and resume
+//	rundir.go               what a new run or a resume may find in output.dir
 //	records.go              run_metadata.json, config.yaml, metrics.jsonl
 package lora
