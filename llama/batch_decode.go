@@ -58,7 +58,7 @@ func (b *Batch) decode() error {
 	}
 	if b.pipelinable() {
 		s := mlx.NewScope()
-		next, err := b.buildStep(mlx.Reshape(cur, cur.Dim(0), 1))
+		next, err := b.buildStep(nextInputs(cur))
 		s.Close()
 		if err != nil {
 			cur.Free()
@@ -83,6 +83,23 @@ func (b *Batch) decode() error {
 func (b *Batch) buildStep(inputs *mlx.Array) (*mlx.Array, error) {
 	s := mlx.NewScope()
 	defer s.Close()
+	tokens, err := b.stepGraph(inputs)
+	if err != nil {
+		return nil, err
+	}
+	if err := mlx.AsyncEval(tokens); err != nil {
+		return nil, err
+	}
+	b.layout.length++
+	s.Keep(tokens)
+	mlx.Detach(tokens)
+	return tokens, nil
+}
+
+// stepGraph builds one decode step's graph (nothing is evaluated): the
+// tokens (rows,) sampled after inputs (rows, 1). It writes the step's
+// keys and values into the batch cache.
+func (b *Batch) stepGraph(inputs *mlx.Array) (*mlx.Array, error) {
 	adapters := make([]int, len(b.rows))
 	for i, r := range b.rows {
 		adapters[i] = r.req.Adapter
@@ -95,15 +112,12 @@ func (b *Batch) buildStep(inputs *mlx.Array) (*mlx.Array, error) {
 		in.mask = b.layout.mask()
 	}
 	logits := b.m.stepLogits(inputs, b.caches, in)
-	tokens := b.sampleRows(logits)
-	if err := mlx.AsyncEval(tokens); err != nil {
-		return nil, err
-	}
-	b.layout.length++
-	s.Keep(tokens)
-	mlx.Detach(tokens)
-	return tokens, nil
+	return b.sampleRows(logits), nil
 }
+
+// nextInputs is the input (rows, 1) of the step after the one that
+// sampled tokens.
+func nextInputs(tokens *mlx.Array) *mlx.Array { return mlx.Reshape(tokens, tokens.Dim(0), 1) }
 
 // sampleRows draws each row's next token from logits (rows, vocab) with its
 // own settings. Plain greedy rows (no penalty, no constraint) take one
