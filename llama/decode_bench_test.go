@@ -144,8 +144,8 @@ func generateStepHarness(m *Model) (*stepHarness, error) {
 
 // batchStepHarness fills a Batch with rows greedy sequences (prompts of 97
 // to 128 tokens, so that rows are padded and attention is masked, as in
-// serving; one row has 128) and builds its pipelined decode step: the
-// input made from the previous step's tokens, then the step.
+// serving; one row has 128) and builds its pipelined decode step, on the
+// previous step's tokens.
 func batchStepHarness(m *Model, rows int) (*stepHarness, error) {
 	bt := NewBatch(m, BatchOptions{MaxBatch: rows})
 	for i := range rows {
@@ -164,7 +164,7 @@ func batchStepHarness(m *Model, rows int) (*stepHarness, error) {
 			return nil, err
 		}
 	}
-	tokens := mlx.FromInt32s(make([]int32, rows), rows)
+	tokens := mlx.FromInt32s(make([]int32, rows), rows, 1)
 	mlx.Detach(tokens)
 	if err := mlx.Eval(tokens); err != nil {
 		bt.Close()
@@ -180,7 +180,7 @@ func batchStepHarness(m *Model, rows int) (*stepHarness, error) {
 			}
 		},
 		build: func() *mlx.Array {
-			next, err := bt.stepGraph(nextInputs(tokens))
+			next, err := bt.stepGraph(tokens)
 			if err != nil {
 				return mlx.ErrorArray(err)
 			}
