@@ -104,7 +104,7 @@ type Batch struct {
 	rows       []*seqState // the rows of the batch cache, in order
 	layout     batchLayout
 	caches     []*batchCache
-	inflight   *mlx.Array // tokens (rows,) of a decode step not yet read
+	inflight   *mlx.Array // tokens (rows, 1) of a decode step not yet read
 }
 
 // seqState is one sequence's progress.
@@ -206,6 +206,10 @@ func (b *Batch) Active() int { return b.Pending() - len(b.waiting) }
 // moves fully prefilled sequences into the batch and runs one decode step.
 // An error from MLX ends every sequence with FinishError and is returned.
 func (b *Batch) Step() error {
+	// Prefill and decode take the model's decode plan, as Generate's do.
+	if _, err := b.m.decodeSettings(); err != nil {
+		return b.fail(err)
+	}
 	b.cancelEnded()
 	if b.inflight == nil {
 		b.compact()

@@ -17,6 +17,9 @@ import (
 // nothing from the host (no repetition penalty, no constraint), and no
 // sequence waits to join.
 func (b *Batch) pipelinable() bool {
+	if b.m.decode != nil && b.m.decode.settings.Depth == 0 {
+		return false // DecodeSettings.Depth 0: no overlap, as Generate
+	}
 	for _, r := range b.rows {
 		if r.done || r.req.Sample.penalized() || r.req.Constraint != nil {
 			return false
@@ -58,7 +61,7 @@ func (b *Batch) decode() error {
 	}
 	if b.pipelinable() {
 		s := mlx.NewScope()
-		next, err := b.buildStep(mlx.Reshape(cur, cur.Dim(0), 1))
+		next, err := b.buildStep(cur)
 		s.Close()
 		if err != nil {
 			cur.Free()
@@ -66,7 +69,7 @@ func (b *Batch) decode() error {
 		}
 		b.inflight = next
 	}
-	ids, err := cur.Int32s()
+	ids, err := readTokens(cur)
 	cur.Free()
 	if err != nil {
 		return err
@@ -79,23 +82,14 @@ func (b *Batch) decode() error {
 }
 
 // buildStep builds and queues one decode step with the given inputs
-// (rows, 1) and returns the sampled tokens (rows,), int32, detached.
+// (rows, 1) and returns the sampled tokens (rows, 1), detached.
 func (b *Batch) buildStep(inputs *mlx.Array) (*mlx.Array, error) {
 	s := mlx.NewScope()
 	defer s.Close()
-	adapters := make([]int, len(b.rows))
-	for i, r := range b.rows {
-		adapters[i] = r.req.Adapter
-	}
-	if err := b.opts.Adapters.Select(adapters); err != nil {
+	tokens, err := b.stepGraph(inputs)
+	if err != nil {
 		return nil, err
 	}
-	in := stepInputs{offsets: mlx.FromInt32s(b.layout.positions(), len(b.rows)), length: b.layout.length}
-	if b.layout.padded() {
-		in.mask = b.layout.mask()
-	}
-	logits := b.m.stepLogits(inputs, b.caches, in)
-	tokens := b.sampleRows(logits)
 	if err := mlx.AsyncEval(tokens); err != nil {
 		return nil, err
 	}
@@ -105,9 +99,50 @@ func (b *Batch) buildStep(inputs *mlx.Array) (*mlx.Array, error) {
 	return tokens, nil
 }
 
-// sampleRows draws each row's next token from logits (rows, vocab) with its
-// own settings. Plain greedy rows (no penalty, no constraint) take one
-// argmax over the batch.
+// stepGraph builds one decode step's graph (nothing is evaluated): the
+// tokens (rows,) sampled after inputs (rows, 1). It writes the step's
+// keys and values into the batch cache.
+func (b *Batch) stepGraph(inputs *mlx.Array) (*mlx.Array, error) {
+	adapters := make([]int, len(b.rows))
+	for i, r := range b.rows {
+		adapters[i] = r.req.Adapter
+	}
+	if err := b.opts.Adapters.Select(adapters); err != nil {
+		return nil, err
+	}
+	// Rows at one position (none padded: always so for one row) rotate
+	// by a plain offset, as Generate does, and attend without a mask.
+	in := stepInputs{offset: b.layout.length, length: b.layout.length}
+	if b.layout.padded() {
+		in.offsets = mlx.FromInt32s(b.layout.positions(), len(b.rows))
+		in.mask = b.layout.mask()
+	}
+	logits := b.m.stepLogits(inputs, b.caches, in)
+	return b.sampleRows(logits), nil
+}
+
+// readTokens reads a step's tokens: uint32 from the batch's argmax, int32
+// from per-row sampling. Reading in the array's own dtype queues no cast
+// behind the step already in flight.
+func readTokens(tokens *mlx.Array) ([]int32, error) {
+	if tokens.Dtype() == mlx.Int32 {
+		return tokens.Int32s()
+	}
+	u, err := tokens.Uint32s()
+	if err != nil {
+		return nil, err
+	}
+	out := make([]int32, len(u))
+	for i, v := range u {
+		out[i] = int32(v)
+	}
+	return out, nil
+}
+
+// sampleRows draws each row's next token from logits (rows, 1, vocab) with
+// its own settings and returns them as the next step's input (rows, 1).
+// Plain greedy rows (no penalty, no constraint) take one argmax over the
+// batch, uint32 as Generate's; otherwise the tokens are int32.
 func (b *Batch) sampleRows(logits *mlx.Array) *mlx.Array {
 	plain := true
 	for _, r := range b.rows {
@@ -116,12 +151,12 @@ func (b *Batch) sampleRows(logits *mlx.Array) *mlx.Array {
 		}
 	}
 	if plain {
-		return mlx.AsType(mlx.Argmax(logits, -1, false), mlx.Int32)
+		return mlx.Argmax(logits, -1, false)
 	}
-	V := logits.Dim(1)
+	V := logits.Dim(2)
 	out := make([]*mlx.Array, len(b.rows))
 	for i, r := range b.rows {
-		row := mlx.SliceAxis(logits, 0, i, i+1)
+		row := mlx.Reshape(mlx.SliceAxis(logits, 0, i, i+1), 1, V)
 		if r.done {
 			out[i] = mlx.Zeros(mlx.Int32, 1)
 			continue
@@ -131,7 +166,7 @@ func (b *Batch) sampleRows(logits *mlx.Array) *mlx.Array {
 		}
 		out[i] = mlx.AsType(r.sampler.sample(row, r.history), mlx.Int32)
 	}
-	return mlx.Concatenate(out, 0)
+	return mlx.Reshape(mlx.Concatenate(out, 0), len(out), 1)
 }
 
 // allowed returns the tokens a constrained row may sample next.

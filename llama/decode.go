@@ -165,12 +165,18 @@ func (m *Model) decodeSettings() (DecodeSettings, error) {
 }
 
 // fuse concatenates layers that can share one matmul and makes their
-// weights views into it; it returns nil when they cannot (an adapter, a
-// bias, different kinds or a failed op, which leaves the layers as they were).
+// weights views into it; it returns nil when they cannot (an adapter other
+// than a batch's, a bias, different kinds or a failed op, which leaves the
+// layers as they were).
 func (p *decodePlan) fuse(layers ...Layer) *fusedLinear {
 	parts := make([]*Linear, len(layers))
 	for i, l := range layers {
 		lin, ok := l.(*Linear)
+		if ml, isML := l.(*multiLoRA); isML {
+			// A batch step runs the base alone when no row uses its
+			// adapters (batch_model.go).
+			lin, ok = ml.base, true
+		}
 		if !ok || lin.Bias != nil {
 			return nil
 		}

@@ -1,7 +1,9 @@
 package llama
 
 import (
+	"fmt"
 	"runtime"
+	"strings"
 	"testing"
 	"time"
 
@@ -88,3 +90,245 @@ func BenchmarkDecodeStepGraph(b *testing.B) {
 		})
 	}
 }
+
+// stepHarness builds one decode step's graph over evaluated caches, again
+// and again: before makes fresh handles to the caches (untimed), build
+// makes the step's graph (timed; nothing is evaluated), after frees what
+// build left in the caches and restores them (untimed).
+type stepHarness struct {
+	before func()
+	build  func() *mlx.Array
+	after  func()
+	close  func()
+}
+
+// generateStepHarness builds Generate's decode step (Forward, the last
+// position's logits, the sampler, as generate.go's step does) after a
+// 128-token prompt, its input the previous step's token.
+func generateStepHarness(m *Model) (*stepHarness, error) {
+	caches := m.NewCaches()
+	prompt := randomPrompt(3, 128, m.Config.VocabSize)
+	s := mlx.NewScope()
+	err := mlx.Eval(m.Hidden(mlx.FromInt32s(prompt, 1, len(prompt)), caches))
+	s.Close()
+	input := mlx.FromInt32s(prompt[:1], 1, 1)
+	mlx.Detach(input)
+	if err == nil {
+		err = mlx.Eval(input)
+	}
+	if err != nil {
+		FreeCaches(caches)
+		input.Free()
+		return nil, err
+	}
+	smp := newSampler(SampleOptions{})
+	var cs []*KVCache
+	return &stepHarness{
+		before: func() {
+			cs = make([]*KVCache, len(caches))
+			for i, c := range caches {
+				cs[i] = &KVCache{Offset: c.Offset, keys: mlx.Reshape(c.keys, c.keys.Shape()...),
+					values: mlx.Reshape(c.values, c.values.Shape()...)}
+				mlx.Detach(cs[i].keys, cs[i].values)
+			}
+		},
+		build: func() *mlx.Array {
+			logits := m.Forward(input, cs)
+			last := mlx.Reshape(mlx.SliceAxis(logits, 1, logits.Dim(1)-1, logits.Dim(1)), 1, -1)
+			return mlx.Reshape(smp.sample(last, nil), 1, 1)
+		},
+		after: func() { FreeCaches(cs) },
+		close: func() { FreeCaches(caches); input.Free() },
+	}, nil
+}
+
+// batchStepHarness fills a Batch with rows greedy sequences (prompts of 97
+// to 128 tokens, so that rows are padded and attention is masked, as in
+// serving; one row has 128) and builds its pipelined decode step, on the
+// previous step's tokens.
+func batchStepHarness(m *Model, rows int) (*stepHarness, error) {
+	bt := NewBatch(m, BatchOptions{MaxBatch: rows})
+	for i := range rows {
+		n := 128 - i%32
+		if err := bt.Add(SeqRequest{Prompt: randomPrompt(3+i, n, m.Config.VocabSize), MaxTokens: 4096}); err != nil {
+			return nil, err
+		}
+	}
+	for len(bt.rows) < rows || len(bt.prefilling) > 0 {
+		if err := bt.Step(); err != nil {
+			return nil, err
+		}
+	}
+	for range 2 {
+		if err := bt.Step(); err != nil {
+			return nil, err
+		}
+	}
+	tokens := mlx.FromInt32s(make([]int32, rows), rows, 1)
+	mlx.Detach(tokens)
+	if err := mlx.Eval(tokens); err != nil {
+		bt.Close()
+		return nil, err
+	}
+	saved := make([][2]*mlx.Array, len(bt.caches))
+	return &stepHarness{
+		before: func() {
+			for i, c := range bt.caches {
+				saved[i] = [2]*mlx.Array{c.keys, c.values}
+				c.keys, c.values = mlx.Reshape(c.keys, c.keys.Shape()...), mlx.Reshape(c.values, c.values.Shape()...)
+				mlx.Detach(c.keys, c.values)
+			}
+		},
+		build: func() *mlx.Array {
+			next, err := bt.stepGraph(tokens)
+			if err != nil {
+				return mlx.ErrorArray(err)
+			}
+			return next
+		},
+		after: func() {
+			for i, c := range bt.caches {
+				c.free()
+				c.keys, c.values = saved[i][0], saved[i][1]
+			}
+		},
+		close: func() { tokens.Free(); bt.Close() },
+	}, nil
+}
+
+// BenchmarkBatchStepGraph measures the host cost of one decode step of a
+// Batch (what `fungtrain serve` decodes with) at 1 and 32 rows against
+// Generate's step, on the 3B op graph with tiny tensors under
+// DefaultDecodeSettings: the MLX thread's CPU time building the graph,
+// its cgo calls and Go allocations, and the MLX arrays it creates (one
+// per op called from Go; on a GPU RMSNorm, RoPE and attention are one
+// primitive each, which the CPU expands further inside MLX).
+//
+//	go test -run - -bench BatchStepGraph -benchtime 200x ./llama
+func BenchmarkBatchStepGraph(b *testing.B) {
+	for _, rows := range []int{0, 1, 32} {
+		name := "generate"
+		if rows > 0 {
+			name = fmt.Sprintf("batch=%d", rows)
+		}
+		b.Run(name, func(b *testing.B) {
+			doMLX(b, func() error {
+				m, err := NewRandomModel(hostShape(), mlx.Float32, 1)
+				if err != nil {
+					return err
+				}
+				defer m.Free()
+				if err := m.PrepareDecode(DefaultDecodeSettings); err != nil {
+					return err
+				}
+				var h *stepHarness
+				if rows == 0 {
+					h, err = generateStepHarness(m)
+				} else {
+					h, err = batchStepHarness(m, rows)
+				}
+				if err != nil {
+					return err
+				}
+				defer h.close()
+				return measureSteps(b, h)
+			})
+		})
+	}
+}
+
+// measureSteps times b.N steps of h and reports per step: thread CPU,
+// cgo calls, Go allocations and MLX arrays created.
+func measureSteps(b *testing.B, h *stepHarness) error {
+	var cpu time.Duration
+	var calls int64
+	var allocs uint64
+	var m0, m1 runtime.MemStats
+	b.ResetTimer()
+	for range b.N {
+		s := mlx.NewScope()
+		h.before()
+		runtime.ReadMemStats(&m0)
+		t, c := threadCPU(), runtime.NumCgoCall()
+		out := h.build()
+		cpu += threadCPU() - t
+		calls += runtime.NumCgoCall() - c
+		runtime.ReadMemStats(&m1)
+		allocs += m1.Mallocs - m0.Mallocs
+		err := out.Err()
+		h.after()
+		s.Close()
+		if err != nil {
+			return err
+		}
+	}
+	b.StopTimer()
+	const counted = 3
+	arrays := arraysCreated(func() {
+		for range counted {
+			s := mlx.NewScope()
+			h.before()
+			countedBuild(h.build)
+			h.after()
+			s.Close()
+		}
+	})
+	b.ReportMetric(float64(cpu.Microseconds())/float64(b.N), "build-cpu-µs/step")
+	b.ReportMetric(float64(calls)/float64(b.N), "cgo-calls/step")
+	b.ReportMetric(float64(allocs)/float64(b.N), "go-allocs/step")
+	b.ReportMetric(float64(arrays)/counted, "mlx-ops/step")
+	return nil
+}
+
+// countedBuild runs build; arraysCreated counts the arrays made under it.
+//
+//go:noinline
+func countedBuild(build func() *mlx.Array) *mlx.Array { return build() }
+
+// arraysCreated counts the MLX arrays created under countedBuild while f
+// runs, from a heap profile of every allocation: each array's handle is
+// one allocation in mlx.newArray.
+func arraysCreated(f func()) int64 {
+	procs := runtime.GOMAXPROCS(1) // one P, whose sampling restarts below
+	defer runtime.GOMAXPROCS(procs)
+	rate := runtime.MemProfileRate
+	runtime.MemProfileRate = 1
+	defer func() { runtime.MemProfileRate = rate }()
+	sink = make([]byte, 64<<20) // past any pending sample: the next ones are every byte
+	sink = nil
+	count := func() int64 {
+		runtime.GC()
+		runtime.GC()
+		n, _ := runtime.MemProfile(nil, true)
+		recs := make([]runtime.MemProfileRecord, n+64)
+		n, _ = runtime.MemProfile(recs, true)
+		var total int64
+		for _, r := range recs[:n] {
+			frames := runtime.CallersFrames(r.Stack())
+			first, under := "", false
+			for {
+				fr, more := frames.Next()
+				// The allocating function, past the allocator's own frames
+				// (runtime.growslice is another function: a scope's list).
+				if first == "" && fr.Function != "runtime.mallocgc" && fr.Function != "runtime.newobject" {
+					first = fr.Function
+				}
+				if strings.HasSuffix(fr.Function, "llama.countedBuild") {
+					under = true
+				}
+				if !more {
+					break
+				}
+			}
+			if under && strings.HasSuffix(first, "mlx.newArray") {
+				total += r.AllocObjects
+			}
+		}
+		return total
+	}
+	before := count()
+	f()
+	return count() - before
+}
+
+var sink []byte

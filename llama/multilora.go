@@ -229,5 +229,16 @@ func (l *multiLoRA) Forward(x *mlx.Array) *mlx.Array {
 	return s.Keep(y)
 }
 
+// selected reports whether a row of the current selection uses one of the
+// adapters that change this layer.
+func (l *multiLoRA) selected() bool {
+	for j, f := range l.factors {
+		if f != nil && j < len(l.set.used) && l.set.used[j] {
+			return true
+		}
+	}
+	return false
+}
+
 // BaseLinear returns the wrapped layer.
 func (l *multiLoRA) BaseLinear() *Linear { return l.base }
