@@ -146,6 +146,11 @@ func runEngine(ctx context.Context, srv *Server, o RunOptions, log *slog.Logger)
 		o.Engine.Batch.Adapters = set
 		names = set.Names()
 	}
+	// Make the decode plan (fused and transposed weights) now, not on the
+	// first request, whose latency would carry it.
+	if err := b.Model.PrepareDecode(llama.DecodeSettingsFromEnv()); err != nil {
+		return fmt.Errorf("serve: %w", err)
+	}
 	backend := &Backend{Tokenizer: b.Tokenizer, StopIDs: b.StopIDs, Adapters: names}
 	if o.Constraints == nil {
 		o.Constraints = vocabConstraints
