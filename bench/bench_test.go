@@ -123,7 +123,7 @@ func TestRunConfigOverrides(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if cfg.Training.BatchSize != 2 || cfg.Training.GradAccumulation != 8 || cfg.Training.MaxSteps != 5 ||
+	if cfg.Training.BatchSize != 2 || cfg.Training.GradAccumulation != 8 || cfg.Training.MaxSteps != 6 ||
 		cfg.Training.Seed != 7 || cfg.Eval.Every != 0 || cfg.Training.SaveEvery != 0 || cfg.Data.MaxSeqLength != 1024 {
 		t.Errorf("config from flags: %+v, data %+v", cfg.Training, cfg.Data.Config)
 	}
@@ -184,5 +184,34 @@ func TestTrainRealWorkload(t *testing.T) {
 	}
 	if !(r.LoadSeconds > 0 && r.FirstStepSeconds > r.LoadSeconds && r.FirstStepUnix > 1.7e9) {
 		t.Errorf("cold start: load %g s, first step %g s (unix %f)", r.LoadSeconds, r.FirstStepSeconds, r.FirstStepUnix)
+	}
+}
+
+// TestTrainWindowSpansItsSteps: the trainer queues a step ahead, so the
+// timed window must start right after the last warm-up step; a one-step
+// window then takes about as long per step as a longer one (before the fix
+// the queued step finished before the clock started and one measured step
+// took microseconds), and the peak covers training.
+func TestTrainWindowSpansItsSteps(t *testing.T) {
+	perStep := map[int]float64{}
+	for _, steps := range []int{1, 4} {
+		var r *TrainResult
+		err := mlx.Do(func() error {
+			var err error
+			r, err = Train(Options{Shape: "tiny", Dtype: "f32", Seq: 128, Batch: 4, Steps: steps, Warmup: 2,
+				LoRA: lora.DefaultSettings(), Seed: 5})
+			return err
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		perStep[steps] = r.StepSeconds
+		if r.PeakMemoryGiB <= r.WeightsGiB {
+			t.Errorf("%d steps: training peak %g GiB, not above the weights' %g", steps, r.PeakMemoryGiB, r.WeightsGiB)
+		}
+	}
+	if ratio := perStep[1] / perStep[4]; ratio < 0.3 {
+		t.Errorf("one measured step took %.6f s, %.2f× a step of a 4-step window (%.6f s): the window misses work",
+			perStep[1], ratio, perStep[4])
 	}
 }

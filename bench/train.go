@@ -41,8 +41,20 @@ func RunConfig(o Options) (lora.RunConfig, error) {
 		return cfg, fmt.Errorf("bench config: %w", err)
 	}
 	cfg.Eval.Every, cfg.Training.SaveEvery = 0, 0
-	cfg.Training.MaxSteps = o.Warmup + o.Steps
+	cfg.Training.MaxSteps = o.Warmup + o.Steps + trailingSteps(o)
 	return cfg, nil
+}
+
+// trailingSteps is the one step Train runs after the timed window when it
+// times any: the trainer queues each step while the one before computes
+// (on the CPU, runs it there and then), and only a step with a successor
+// queues one, so the last timed step needs a successor for the window to
+// hold the work of exactly Steps steps on every device.
+func trailingSteps(o Options) int {
+	if o.Steps > 0 {
+		return 1
+	}
+	return 0
 }
 
 // ResolveLengths reads the --lengths argument: "" (fixed-length random
@@ -136,11 +148,14 @@ func Train(o Options) (*TrainResult, error) {
 	defer m.Free()
 	loaded := time.Now()
 	weights, quantized := mlx.ActiveMemory(), quantizedText(m)
+	// The training peak: from here (the adapters and optimizer state
+	// included) to the last measured step, loading left out.
+	mlx.ResetPeakMemory()
 	if cfg.LoRA.NumLayers > len(m.Layers) {
 		cfg.LoRA.NumLayers = len(m.Layers)
 	}
 	tc := cfg.Training
-	total := o.Warmup + o.Steps
+	total := o.Warmup + o.Steps + trailingSteps(o)
 	var split *traindata.Split
 	seq := o.Seq
 	if profile != nil {
@@ -202,14 +217,14 @@ func Train(o Options) (*TrainResult, error) {
 		res.MaxRSSGiB = GiB(MaxRSS())
 		return res, nil
 	}
-	mlx.ClearCache()
-	mlx.ResetPeakMemory()
-	one := &traindata.Split{Name: "probe", Examples: split.Examples[:tc.BatchSize]}
-	if _, _, err := lora.EvaluateLoss(m, one, tc.BatchSize, 1, 0); err != nil {
-		return nil, err
-	}
-	res.WeightsGiB, res.ForwardPeakGiB = GiB(weights), GiB(mlx.PeakMemory())
-	mlx.ResetPeakMemory()
+	// The window runs from the return of the last warm-up step to that of
+	// the last timed one, with nothing else run in between. Every step in
+	// it queued its successor before returning (trailingSteps), so on a GPU
+	// the window holds the device work of exactly Steps steps (the first
+	// started during warm-up's last read, the trailing one runs on after),
+	// and on the CPU, whose queueing runs the step, Steps steps as well
+	// (the second through the trailing one). (A forward probe here, and no
+	// trailing step, once made it Steps/(Steps-1) too fast.)
 	var tokens, counted int
 	start := time.Now()
 	for i := 0; i < o.Steps; i++ {
@@ -222,6 +237,9 @@ func Train(o Options) (*TrainResult, error) {
 		res.FinalLoss = st.Loss
 	}
 	el := time.Since(start).Seconds()
+	if _, err := step(o.Steps, false); err != nil { // the trailing step
+		return nil, err
+	}
 	res.StepSeconds = el / float64(o.Steps)
 	res.StepsPerSec = PerSecond(o.Steps, el)
 	res.TokensPerSec = PerSecond(tokens, el)
@@ -230,5 +248,14 @@ func Train(o Options) (*TrainResult, error) {
 	res.MFU = MFU(res.TokensPerSec, flops.Total, o.PeakTFLOPs)
 	res.PeakMemoryGiB = GiB(mlx.PeakMemory())
 	res.MaxRSSGiB = GiB(MaxRSS())
+	// The forward-only peak, once training has drained (the last step
+	// queues nothing after it).
+	mlx.ClearCache()
+	mlx.ResetPeakMemory()
+	one := &traindata.Split{Name: "probe", Examples: split.Examples[:tc.BatchSize]}
+	if _, _, err := lora.EvaluateLoss(m, one, tc.BatchSize, 1, 0); err != nil {
+		return nil, err
+	}
+	res.WeightsGiB, res.ForwardPeakGiB = GiB(weights), GiB(mlx.PeakMemory())
 	return res, nil
 }
