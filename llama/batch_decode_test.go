@@ -136,23 +136,7 @@ func TestBatchAdaptersBeforePlan(t *testing.T) {
 		}
 		p := randomPrompt(31, 9, V)
 		cases := []batchCase{{prompt: p, maxTokens: 10}, {prompt: p, maxTokens: 10, adapter: 1}}
-		reference := func(c batchCase) func() {
-			var undo []func()
-			if c.adapter == 1 {
-				for name, f := range a1.Modules {
-					slot, _ := m.moduleSlot(name)
-					old := *slot
-					*slot = &refLoRA{base: BaseLinear(old), f: f}
-					undo = append(undo, func() { *slot = old })
-				}
-			}
-			set.Select([]int{0})
-			return func() {
-				for _, u := range undo {
-					u()
-				}
-			}
-		}
+		reference := func(c batchCase) func() { return installReference(m, set, []NamedAdapter{{}, a1}[c.adapter]) }
 		for _, batch := range []int{1, 2} {
 			got, err := checkBatchAgainstGenerate(t, m, cases, BatchOptions{MaxBatch: batch, PrefillChunk: 8, Adapters: set}, reference)
 			if err != nil {

@@ -88,23 +88,7 @@ func TestBatchAdapters(t *testing.T) {
 			{prompt: p2, maxTokens: 8, adapter: 1, sample: SampleOptions{Temp: 0.8, Seed: 4}},
 		}
 		adapters := []NamedAdapter{{}, a1, a2}
-		// reference installs the case's adapter alone, as refLoRA layers.
-		reference := func(c batchCase) func() {
-			var undo []func()
-			for name, f := range adapters[c.adapter].Modules {
-				slot, _ := m.moduleSlot(name)
-				old := *slot
-				*slot = &refLoRA{base: BaseLinear(old), f: f}
-				undo = append(undo, func() { *slot = old })
-			}
-			// Generate does not select: every multiLoRA adds nothing.
-			set.Select([]int{0})
-			return func() {
-				for _, u := range undo {
-					u()
-				}
-			}
-		}
+		reference := func(c batchCase) func() { return installReference(m, set, adapters[c.adapter]) }
 		got, err := checkBatchAgainstGenerate(t, m, cases, BatchOptions{MaxBatch: 4, PrefillChunk: 8, Adapters: set}, reference)
 		if err != nil {
 			return err
@@ -166,4 +150,24 @@ func TestInstallAdaptersErrors(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// installReference installs ad alone as refLoRA layers over m's slots, the
+// one-at-a-time reference of a batch row with that adapter, and returns
+// the undo. Generate does not select rows, so the set's multiLoRA layers
+// are told to select only the base (they add nothing).
+func installReference(m *Model, set *AdapterSet, ad NamedAdapter) func() {
+	var undo []func()
+	for name, f := range ad.Modules {
+		slot, _ := m.moduleSlot(name)
+		old := *slot
+		*slot = &refLoRA{base: BaseLinear(old), f: f}
+		undo = append(undo, func() { *slot = old })
+	}
+	set.Select([]int{0})
+	return func() {
+		for _, u := range undo {
+			u()
+		}
+	}
 }
