@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/fungtrain/fungtrain/internal/testenv"
 	"github.com/fungtrain/fungtrain/llama"
 	"github.com/fungtrain/fungtrain/traindata"
 )
@@ -104,7 +105,7 @@ func TestStatsByHand(t *testing.T) {
 // loss-token counts; the split it lays out has the same counts; and the
 // committed bench/lengths file (what the GPU run uses) is that profile.
 func TestProfileOfSample(t *testing.T) {
-	root := repoRoot()
+	root := testenv.RepoRoot()
 	tok, err := llama.LoadTokenizer(filepath.Join(root, "third_party", "llama3-tokenizer"))
 	if err != nil {
 		t.Fatal(err)

@@ -3,40 +3,21 @@ package bench
 import (
 	"encoding/json"
 	"math"
-	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"testing"
 
+	"github.com/fungtrain/fungtrain/internal/testenv"
 	"github.com/fungtrain/fungtrain/llama"
 	"github.com/fungtrain/fungtrain/lora"
 	"github.com/fungtrain/fungtrain/mlx"
 )
 
-func repoRoot() string {
-	_, file, _, _ := runtime.Caller(0)
-	return filepath.Dir(filepath.Dir(file))
-}
-
-// referencePython is the Python with mlx-lm and gguf that build.sh installs.
-func referencePython(t testing.TB) string {
-	t.Helper()
-	py := os.Getenv("FUNGTRAIN_PYTHON")
-	if py == "" {
-		py = filepath.Join(repoRoot(), "third_party", "pyenv", "bin", "python")
-	}
-	if _, err := os.Stat(py); err != nil {
-		t.Fatalf("reference Python not found at %s: run ./build.sh test (it installs third_party/pyenv)", py)
-	}
-	return py
-}
-
 // quantRef runs bench/testdata/quant_ref.py with args and stdin JSON.
 func quantRef(t testing.TB, in, out any, args ...string) {
 	t.Helper()
-	cmd := exec.Command(referencePython(t), append([]string{filepath.Join(repoRoot(), "bench", "testdata", "quant_ref.py")}, args...)...)
+	cmd := exec.Command(testenv.Python(t), append([]string{filepath.Join(testenv.RepoRoot(), "bench", "testdata", "quant_ref.py")}, args...)...)
 	if in != nil {
 		b, err := json.Marshal(in)
 		if err != nil {

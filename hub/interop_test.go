@@ -7,38 +7,23 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"sort"
 	"strings"
 	"testing"
 
 	"github.com/fungtrain/fungtrain/hub/hubtest"
+	"github.com/fungtrain/fungtrain/internal/testenv"
 )
 
 // These tests check fungtrain's cache against huggingface_hub (pinned in
 // versions.env, installed in third_party/pyenv), the client nobody here
 // wrote, both pointed at the same fake Hub and the same cache.
 
-// pythonPath finds the test venv's Python: $FUNGTRAIN_PYTHON, else
-// third_party/pyenv/bin/python.
-func pythonPath(t *testing.T) string {
-	t.Helper()
-	if p := os.Getenv("FUNGTRAIN_PYTHON"); p != "" {
-		return p
-	}
-	_, file, _, _ := runtime.Caller(0)
-	p := filepath.Join(filepath.Dir(file), "..", "third_party", "pyenv", "bin", "python")
-	if _, err := os.Stat(p); err != nil {
-		t.Fatalf("the test Python environment is missing (%v): run ./build.sh test to create third_party/pyenv, or set FUNGTRAIN_PYTHON", err)
-	}
-	return p
-}
-
 // hfClient runs testdata/hf_client.py with req and decodes its answer.
 func hfClient(t *testing.T, endpoint, cache string, req, out any) {
 	t.Helper()
 	in, _ := json.Marshal(req)
-	cmd := exec.Command(pythonPath(t), filepath.Join("testdata", "hf_client.py"))
+	cmd := exec.Command(testenv.Python(t), filepath.Join("testdata", "hf_client.py"))
 	cmd.Env = append(os.Environ(), "HF_ENDPOINT="+endpoint, "HF_HUB_CACHE="+cache, "HF_HOME="+filepath.Join(t.TempDir(), "hfhome"),
 		"HF_TOKEN=", "HF_HUB_OFFLINE=0", "HF_HUB_DISABLE_TELEMETRY=1", "HF_HUB_DISABLE_PROGRESS_BARS=1", "HF_HUB_DISABLE_XET=1")
 	cmd.Stdin = bytes.NewReader(in)

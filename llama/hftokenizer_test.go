@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"unicode/utf8"
+
+	"github.com/fungtrain/fungtrain/internal/testenv"
 )
 
 // The binding's offsets, converted from bytes to characters, must equal
@@ -27,7 +29,7 @@ req = json.load(sys.stdin)
 tok = Tokenizer.from_file(req["tokenizer"])
 encs = [tok.encode(t, add_special_tokens=False) for t in req["texts"]]
 json.dump({"ids": [e.ids for e in encs], "offsets": [e.offsets for e in encs]}, sys.stdout)`
-	cmd := exec.Command(pythonPath(t), "-c", script)
+	cmd := exec.Command(testenv.Python(t), "-c", script)
 	cmd.Stdin = strings.NewReader(string(req))
 	out, err := cmd.Output()
 	if err != nil {

@@ -4,13 +4,13 @@ import (
 	"encoding/json"
 	"fmt"
 	"math"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
 	"strings"
 	"testing"
 
+	"github.com/fungtrain/fungtrain/internal/testenv"
 	"github.com/fungtrain/fungtrain/mlx"
 )
 
@@ -18,19 +18,6 @@ import (
 func rootDir(t testing.TB) string {
 	_, file, _, _ := runtime.Caller(0)
 	return filepath.Dir(filepath.Dir(file))
-}
-
-// referencePython returns the Python of the reference venv that build.sh
-// sets up, failing the test with a clear message when it is missing.
-func referencePython(t testing.TB) string {
-	py := os.Getenv("FUNGTRAIN_PYTHON")
-	if py == "" {
-		py = filepath.Join(rootDir(t), "third_party", "pyenv", "bin", "python")
-	}
-	if _, err := os.Stat(py); err != nil {
-		t.Fatalf("reference Python with mlx-lm not found at %s: run ./build.sh test (it installs third_party/pyenv)", py)
-	}
-	return py
 }
 
 func mlxlmLogits(t *testing.T, dir string, ids []int32, adapter string) ([]float64, []int) {
@@ -43,7 +30,7 @@ func mlxlmLogits(t *testing.T, dir string, ids []int32, adapter string) ([]float
 	if adapter != "" {
 		args = append(args, adapter)
 	}
-	cmd := exec.Command(referencePython(t), args...)
+	cmd := exec.Command(testenv.Python(t), args...)
 	var stderr strings.Builder
 	cmd.Stderr = &stderr
 	out, err := cmd.Output()

@@ -12,6 +12,8 @@ import (
 	"sync"
 	"testing"
 	"unicode/utf8"
+
+	"github.com/fungtrain/fungtrain/internal/testenv"
 )
 
 // mixedTexts mixes scripts, emoji, code, numbers, whitespace and special
@@ -31,20 +33,6 @@ var mixedTexts = []string{
 	"a",
 }
 
-// pythonPath finds the Python of the reference environment: $FUNGTRAIN_PYTHON,
-// else third_party/pyenv/bin/python. A missing one fails the test.
-func pythonPath(t testing.TB) string {
-	t.Helper()
-	if p := os.Getenv("FUNGTRAIN_PYTHON"); p != "" {
-		return p
-	}
-	p := filepath.Join(repoRoot(t), "third_party", "pyenv", "bin", "python")
-	if _, err := os.Stat(p); err != nil {
-		t.Fatalf("the reference Python environment is missing (%v): run ./build.sh test to create third_party/pyenv, or set FUNGTRAIN_PYTHON", err)
-	}
-	return p
-}
-
 // runHFReference runs testdata/hf_reference.py with a JSON request and
 // decodes its JSON answer into out.
 func runHFReference(t testing.TB, req, out any) {
@@ -53,7 +41,7 @@ func runHFReference(t testing.TB, req, out any) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(pythonPath(t), filepath.Join(repoRoot(t), "llama", "testdata", "hf_reference.py"))
+	cmd := exec.Command(testenv.Python(t), filepath.Join(repoRoot(t), "llama", "testdata", "hf_reference.py"))
 	cmd.Stdin = bytes.NewReader(in)
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr

@@ -5,7 +5,6 @@ import (
 	"math"
 	"testing"
 
-	"github.com/fungtrain/fungtrain/mlx"
 	"github.com/fungtrain/fungtrain/traindata"
 )
 
@@ -147,30 +146,16 @@ func TestAccumulationIsExact(t *testing.T) {
 			total += c
 		}
 		for i := range train.Examples {
-			s := mlx.NewScope()
-			b := traindata.MakeBatch(train.Examples, []int{i}, tokPad)
-			ids, targets, weights := batchArrays(b)
-			mb := microBatch{ids: ids, targets: targets, weights: weights, norm: mlx.Scalar(1, mlx.Float32)}
-			_, grads, err := tr.stepper.lossAndGrad.Call(tr.stepper.layout.packLoss(tr.stepper.lossArgs(tr.Adapters.Params(), mb))...)
-			if err != nil {
-				s.Close()
-				return err
-			}
-			g, err := readFloats(grads...)
-			s.Close()
+			g, err := batchGradients(tr, traindata.MakeBatch(train.Examples, []int{i}, tokPad))
 			if err != nil {
 				return err
 			}
-			k := 0
-			for _, gi := range g {
-				for _, x := range gi {
-					if k >= len(exact) {
-						exact, naive = append(exact, 0), append(naive, 0)
-					}
-					exact[k] += x / float64(total)
-					naive[k] += x / float64(counts[i]) / float64(len(counts))
-					k++
-				}
+			if exact == nil {
+				exact, naive = make([]float64, len(g)), make([]float64, len(g))
+			}
+			for k, x := range g {
+				exact[k] += x / float64(total)
+				naive[k] += x / float64(counts[i]) / float64(len(counts))
 			}
 		}
 		return nil

@@ -1,7 +1,6 @@
 package lora
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -11,11 +10,11 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/fungtrain/fungtrain/internal/lockedbuf"
 	"github.com/fungtrain/fungtrain/llama"
 	"github.com/fungtrain/fungtrain/mlx"
 	"github.com/fungtrain/fungtrain/traindata"
@@ -38,27 +37,10 @@ const distTolerance = 1e-4
 type rankProc struct {
 	rank     int
 	cmd      *exec.Cmd
-	out      *syncBuffer
+	out      *lockedbuf.Buffer
 	done     chan struct{}
 	exit     error
 	exitedAt time.Time
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // ringHostfile writes a ring hostfile for n ranks on free loopback ports.
@@ -90,7 +72,7 @@ func startRanks(t *testing.T, cfg RunConfig, n int, env ...string) (procs []*ran
 	cfgFile := writeFile(t, t.TempDir(), "cfg.json", string(b))
 	hostfile := ringHostfile(t, n)
 	for r := range n {
-		p := &rankProc{rank: r, out: &syncBuffer{}, done: make(chan struct{})}
+		p := &rankProc{rank: r, out: &lockedbuf.Buffer{}, done: make(chan struct{})}
 		p.cmd = exec.Command(os.Args[0], "-test.run=^$")
 		p.cmd.Dir = t.TempDir()
 		p.cmd.Env = append(os.Environ(), childEnv+"="+cfgFile, mlx.EnvRank+"="+strconv.Itoa(r), mlx.EnvHostfile+"="+hostfile)

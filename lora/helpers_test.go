@@ -10,11 +10,11 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 
 	"testing"
 
+	"github.com/fungtrain/fungtrain/internal/testenv"
 	"github.com/fungtrain/fungtrain/llama"
 	"github.com/fungtrain/fungtrain/mlx"
 	"github.com/fungtrain/fungtrain/traindata"
@@ -267,24 +267,6 @@ func maxAbs(a []float64) float64 {
 	return m
 }
 
-func repoRoot() string {
-	_, file, _, _ := runtime.Caller(0)
-	return filepath.Dir(filepath.Dir(file))
-}
-
-// referencePython returns the Python with mlx-lm that build.sh installs.
-func referencePython(t testing.TB) string {
-	t.Helper()
-	py := os.Getenv("FUNGTRAIN_PYTHON")
-	if py == "" {
-		py = filepath.Join(repoRoot(), "third_party", "pyenv", "bin", "python")
-	}
-	if _, err := os.Stat(py); err != nil {
-		t.Fatalf("reference Python with mlx-lm not found at %s: run ./build.sh test (it installs third_party/pyenv)", py)
-	}
-	return py
-}
-
 // mlxlm runs lora/testdata/mlxlm_ref.py with args and stdin JSON, and
 // decodes its JSON output into out.
 func mlxlm(t testing.TB, in any, out any, args ...string) {
@@ -293,7 +275,7 @@ func mlxlm(t testing.TB, in any, out any, args ...string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(referencePython(t), append([]string{filepath.Join(repoRoot(), "lora", "testdata", "mlxlm_ref.py")}, args...)...)
+	cmd := exec.Command(testenv.Python(t), append([]string{filepath.Join(testenv.RepoRoot(), "lora", "testdata", "mlxlm_ref.py")}, args...)...)
 	cmd.Stdin = strings.NewReader(string(b))
 	var stderr strings.Builder
 	cmd.Stderr = &stderr
@@ -313,4 +295,26 @@ func writeTinyModelDir(t testing.TB, n int, seed uint64) string {
 	dir := filepath.Join(t.TempDir(), "model")
 	doMLX(t, func() error { return llama.WriteRandomModel(dir, tinyConfig(n), mlx.Float32, seed) })
 	return dir
+}
+
+// batchGradients is the gradient of b's loss sum (norm 1) with respect to
+// tr's adapter parameters, every parameter's entries flattened in order.
+func batchGradients(tr *Trainer, b traindata.Batch) ([]float64, error) {
+	s := mlx.NewScope()
+	defer s.Close()
+	ids, targets, weights := batchArrays(b)
+	mb := microBatch{ids: ids, targets: targets, weights: weights, norm: mlx.Scalar(1, mlx.Float32)}
+	_, grads, err := tr.stepper.lossAndGrad.Call(tr.stepper.layout.packLoss(tr.stepper.lossArgs(tr.Adapters.Params(), mb))...)
+	if err != nil {
+		return nil, err
+	}
+	g, err := readFloats(grads...)
+	if err != nil {
+		return nil, err
+	}
+	var flat []float64
+	for _, gi := range g {
+		flat = append(flat, gi...)
+	}
+	return flat, nil
 }

@@ -6,7 +6,6 @@ import (
 	"sort"
 	"testing"
 
-	"github.com/fungtrain/fungtrain/mlx"
 	"github.com/fungtrain/fungtrain/traindata"
 )
 
@@ -108,29 +107,16 @@ func TestMicroBatchesSameUpdate(t *testing.T) {
 		var counts []int
 		for _, b := range step.batches {
 			counts = append(counts, b.Counted)
-			s := mlx.NewScope()
-			ids, targets, weights := batchArrays(b)
-			mb := microBatch{ids: ids, targets: targets, weights: weights, norm: mlx.Scalar(1, mlx.Float32)}
-			_, grads, err := tr.stepper.lossAndGrad.Call(tr.stepper.layout.packLoss(tr.stepper.lossArgs(tr.Adapters.Params(), mb))...)
-			if err != nil {
-				s.Close()
-				return err
-			}
-			g, err := readFloats(grads...)
-			s.Close()
+			g, err := batchGradients(tr, b)
 			if err != nil {
 				return err
 			}
-			k := 0
-			for _, gi := range g {
-				for _, x := range gi {
-					if k >= len(exact) {
-						exact, averaged = append(exact, 0), append(averaged, 0)
-					}
-					exact[k] += x / float64(step.counted)
-					averaged[k] += x / float64(b.Counted) / float64(len(step.batches))
-					k++
-				}
+			if exact == nil {
+				exact, averaged = make([]float64, len(g)), make([]float64, len(g))
+			}
+			for k, x := range g {
+				exact[k] += x / float64(step.counted)
+				averaged[k] += x / float64(b.Counted) / float64(len(step.batches))
 			}
 		}
 		t.Logf("micro_batch 3: loss tokens per compute batch %v", counts)

@@ -13,6 +13,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/fungtrain/fungtrain/internal/testenv"
 	"github.com/fungtrain/fungtrain/llama"
 	"github.com/fungtrain/fungtrain/mlx"
 )
@@ -38,7 +39,7 @@ func peftRead(t *testing.T, dir string) (cfg map[string]any, tensors map[string]
 // pyRef runs testdata/peft_ref.py.
 func pyRef(t *testing.T, req, out any) {
 	t.Helper()
-	runScript(t, filepath.Join(repoRoot(), "lora", "testdata", "peft_ref.py"), req, out)
+	runScript(t, filepath.Join(testenv.RepoRoot(), "lora", "testdata", "peft_ref.py"), req, out)
 }
 
 // runScript runs a Python script of the test venv with a JSON request on
@@ -49,7 +50,7 @@ func runScript(t *testing.T, script string, req, out any) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(referencePython(t), script)
+	cmd := exec.Command(testenv.Python(t), script)
 	cmd.Stdin = bytes.NewReader(b)
 	var stderr strings.Builder
 	cmd.Stderr = &stderr

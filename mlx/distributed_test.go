@@ -13,10 +13,11 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/fungtrain/fungtrain/internal/lockedbuf"
 )
 
 // The distributed tests run this test binary as the ranks of a group over
@@ -281,27 +282,10 @@ func rankLoop(g *Group, size int) error {
 	}
 }
 
-// syncBuffer is an output buffer that tests can poll while a rank writes.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
-func (s *syncBuffer) waitFor(sub string, d time.Duration) bool {
+// waitFor reports whether sub appears in b within d.
+func waitFor(b *lockedbuf.Buffer, sub string, d time.Duration) bool {
 	for end := time.Now().Add(d); time.Now().Before(end); time.Sleep(20 * time.Millisecond) {
-		if strings.Contains(s.String(), sub) {
+		if strings.Contains(b.String(), sub) {
 			return true
 		}
 	}
@@ -311,7 +295,7 @@ func (s *syncBuffer) waitFor(sub string, d time.Duration) bool {
 type rankProc struct {
 	rank     int
 	cmd      *exec.Cmd
-	out, err *syncBuffer
+	out, err *lockedbuf.Buffer
 	done     chan struct{}
 	exit     error
 	ended    time.Time
@@ -359,7 +343,7 @@ func startRanksEnv(t *testing.T, scenario string, timeout time.Duration, hostfil
 	t.Helper()
 	var procs []*rankProc
 	for _, r := range ranks {
-		p := &rankProc{rank: r, out: &syncBuffer{}, err: &syncBuffer{}, done: make(chan struct{})}
+		p := &rankProc{rank: r, out: &lockedbuf.Buffer{}, err: &lockedbuf.Buffer{}, done: make(chan struct{})}
 		p.cmd = exec.Command(os.Args[0], "-test.run=^TestDistributedRank$", "-test.count=1")
 		p.cmd.Env = append(os.Environ(), distScenarioEnv+"="+scenario, distTimeoutEnv+"="+timeout.String(),
 			EnvRank+"="+strconv.Itoa(r), EnvHostfile+"="+hostfile)
@@ -460,7 +444,7 @@ func TestDistributedPeerFailure(t *testing.T) {
 			}
 			procs := startRanks(t, scenario, bound, writeRingHostfile(t, freePorts(t, 2)), 0, 1)
 			for _, p := range procs {
-				if !p.out.waitFor("round 3\n", 60*time.Second) {
+				if !waitFor(p.out, "round 3\n", 60*time.Second) {
 					t.Fatalf("rank %d did not reach round 3:\n%s\n%s", p.rank, p.out, p.err)
 				}
 			}

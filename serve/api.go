@@ -162,14 +162,20 @@ type chatChoice struct {
 	Logprobs     *struct{}        `json:"logprobs"`
 }
 
+// responseHeader is what every chat and completion object (and chunk)
+// begins with.
+type responseHeader struct {
+	ID                string `json:"id"`
+	Object            string `json:"object"`
+	Created           int64  `json:"created"`
+	Model             string `json:"model"`
+	SystemFingerprint string `json:"system_fingerprint"`
+}
+
 type chatResponse struct {
-	ID                string       `json:"id"`
-	Object            string       `json:"object"`
-	Created           int64        `json:"created"`
-	Model             string       `json:"model"`
-	SystemFingerprint string       `json:"system_fingerprint"`
-	Choices           []chatChoice `json:"choices"`
-	Usage             usage        `json:"usage"`
+	responseHeader
+	Choices []chatChoice `json:"choices"`
+	Usage   usage        `json:"usage"`
 }
 
 type chunkDelta struct {
@@ -185,13 +191,9 @@ type chunkChoice struct {
 }
 
 type chatChunk struct {
-	ID                string        `json:"id"`
-	Object            string        `json:"object"`
-	Created           int64         `json:"created"`
-	Model             string        `json:"model"`
-	SystemFingerprint string        `json:"system_fingerprint"`
-	Choices           []chunkChoice `json:"choices"`
-	Usage             *usage        `json:"usage,omitempty"`
+	responseHeader
+	Choices []chunkChoice `json:"choices"`
+	Usage   *usage        `json:"usage,omitempty"`
 }
 
 type completionChoice struct {
@@ -202,13 +204,9 @@ type completionChoice struct {
 }
 
 type completionResponse struct {
-	ID                string             `json:"id"`
-	Object            string             `json:"object"`
-	Created           int64              `json:"created"`
-	Model             string             `json:"model"`
-	SystemFingerprint string             `json:"system_fingerprint"`
-	Choices           []completionChoice `json:"choices"`
-	Usage             *usage             `json:"usage,omitempty"`
+	responseHeader
+	Choices []completionChoice `json:"choices"`
+	Usage   *usage             `json:"usage,omitempty"`
 }
 
 type modelEntry struct {

@@ -8,6 +8,7 @@ import (
 	"slices"
 	"testing"
 
+	"github.com/fungtrain/fungtrain/internal/testenv"
 	"github.com/fungtrain/fungtrain/llama"
 )
 
@@ -15,10 +16,7 @@ import (
 // third_party/pyenv), which has the openai package pinned in versions.env.
 func pythonWithOpenAI(t *testing.T) string {
 	t.Helper()
-	py := os.Getenv("FUNGTRAIN_PYTHON")
-	if py == "" {
-		py = filepath.Join(repoPath(t, "third_party/pyenv"), "bin", "python")
-	}
+	py := testenv.Python(t)
 	if err := exec.Command(py, "-c", "import openai").Run(); err != nil {
 		t.Fatalf("%s cannot import openai (%v): run ./build.sh setup to install the test clients", py, err)
 	}

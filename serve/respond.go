@@ -40,14 +40,17 @@ func (o *responder) start() error {
 	return o.flush()
 }
 
+// header is the opening fields of every object of this answer.
+func (o *responder) header(object string) responseHeader {
+	return responseHeader{ID: o.id, Object: object, Created: o.created, Model: o.model, SystemFingerprint: fingerprint}
+}
+
 func (o *responder) chatChunk(d chunkDelta, finish *string) chatChunk {
-	return chatChunk{ID: o.id, Object: "chat.completion.chunk", Created: o.created, Model: o.model,
-		SystemFingerprint: fingerprint, Choices: []chunkChoice{{Index: 0, Delta: d, FinishReason: finish}}}
+	return chatChunk{responseHeader: o.header("chat.completion.chunk"), Choices: []chunkChoice{{Index: 0, Delta: d, FinishReason: finish}}}
 }
 
 func (o *responder) completionChunk(text string, finish *string) completionResponse {
-	return completionResponse{ID: o.id, Object: "text_completion", Created: o.created, Model: o.model,
-		SystemFingerprint: fingerprint, Choices: []completionChoice{{Text: text, Index: 0, FinishReason: finish}}}
+	return completionResponse{responseHeader: o.header("text_completion"), Choices: []completionChoice{{Text: text, Index: 0, FinishReason: finish}}}
 }
 
 // delta passes on new text.
@@ -67,12 +70,10 @@ func (o *responder) end(finish string, completion int) error {
 	u := o.usage(completion)
 	if !o.stream {
 		if o.chat {
-			writeJSON(o.w, http.StatusOK, chatResponse{ID: o.id, Object: "chat.completion", Created: o.created, Model: o.model,
-				SystemFingerprint: fingerprint, Usage: u,
+			writeJSON(o.w, http.StatusOK, chatResponse{responseHeader: o.header("chat.completion"), Usage: u,
 				Choices: []chatChoice{{Index: 0, Message: assistantMessage{Role: "assistant", Content: o.text.String()}, FinishReason: finish}}})
 		} else {
-			writeJSON(o.w, http.StatusOK, completionResponse{ID: o.id, Object: "text_completion", Created: o.created, Model: o.model,
-				SystemFingerprint: fingerprint, Usage: &u,
+			writeJSON(o.w, http.StatusOK, completionResponse{responseHeader: o.header("text_completion"), Usage: &u,
 				Choices: []completionChoice{{Text: o.text.String(), Index: 0, FinishReason: &finish}}})
 		}
 		return nil

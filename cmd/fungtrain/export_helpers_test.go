@@ -13,6 +13,7 @@ import (
 	"sort"
 	"testing"
 
+	"github.com/fungtrain/fungtrain/internal/testenv"
 	"github.com/fungtrain/fungtrain/llama"
 	"github.com/fungtrain/fungtrain/lora"
 	"github.com/fungtrain/fungtrain/mlx"
@@ -28,20 +29,6 @@ func repoPath(rel string) string {
 	return filepath.Join(filepath.Dir(file), "..", "..", rel)
 }
 
-// refPython is the test venv's Python: $FUNGTRAIN_PYTHON or
-// third_party/pyenv/bin/python.
-func refPython(t testing.TB) string {
-	t.Helper()
-	if p := os.Getenv("FUNGTRAIN_PYTHON"); p != "" {
-		return p
-	}
-	p := repoPath("third_party/pyenv/bin/python")
-	if _, err := os.Stat(p); err != nil {
-		t.Fatalf("the test venv is missing (%v): run ./build.sh test, or set FUNGTRAIN_PYTHON", err)
-	}
-	return p
-}
-
 // runPython runs a script of the test venv with a JSON request on stdin and
 // decodes its JSON answer into out.
 func runPython(t testing.TB, script string, req, out any) {
@@ -50,7 +37,7 @@ func runPython(t testing.TB, script string, req, out any) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(refPython(t), script)
+	cmd := exec.Command(testenv.Python(t), script)
 	cmd.Stdin = bytes.NewReader(in)
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr

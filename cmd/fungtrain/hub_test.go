@@ -12,6 +12,7 @@ import (
 
 	"github.com/fungtrain/fungtrain/hub"
 	"github.com/fungtrain/fungtrain/hub/hubtest"
+	"github.com/fungtrain/fungtrain/internal/testenv"
 	"github.com/fungtrain/fungtrain/lora"
 )
 
@@ -183,10 +184,7 @@ func TestGenerateFromHFClientCache(t *testing.T) {
 	t.Cleanup(fh.Close)
 	fh.AddRepo("org/tiny", dirFiles(t, model))
 	cache := hubEnv(t, fh, "")
-	py := os.Getenv("FUNGTRAIN_PYTHON")
-	if py == "" {
-		py = cliAsset(t, "third_party/pyenv/bin/python")
-	}
+	py := testenv.Python(t)
 	req, _ := json.Marshal(map[string]any{"op": "snapshot", "repo": "org/tiny", "allow": hub.ModelPatterns})
 	cmd := exec.Command(py, cliAsset(t, "hub/testdata/hf_client.py"))
 	cmd.Env = append(os.Environ(), "HF_HUB_DISABLE_TELEMETRY=1", "HF_HUB_DISABLE_PROGRESS_BARS=1", "HF_HUB_DISABLE_XET=1")

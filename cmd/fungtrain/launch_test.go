@@ -12,11 +12,11 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/fungtrain/fungtrain/internal/lockedbuf"
 	"github.com/fungtrain/fungtrain/mlx"
 )
 
@@ -31,28 +31,10 @@ func init() {
 	}
 }
 
-// lockedBuffer is an output that tests read while a command writes it.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 // startCLI runs a fungtrain command in-process on its own goroutine; the
 // channel gets its error.
-func startCLI(args ...string) (stdout, stderr *lockedBuffer, done chan error) {
-	stdout, stderr, done = &lockedBuffer{}, &lockedBuffer{}, make(chan error, 1)
+func startCLI(args ...string) (stdout, stderr *lockedbuf.Buffer, done chan error) {
+	stdout, stderr, done = &lockedbuf.Buffer{}, &lockedbuf.Buffer{}, make(chan error, 1)
 	root := newRootCmd()
 	root.SetArgs(args)
 	root.SetOut(stdout)
@@ -237,7 +219,7 @@ func TestLaunchHostfileByHand(t *testing.T) {
 	hosts := writeJSON(t, map[string]any{"backend": "ring", "envs": []string{"FUNGTRAIN_TEST_MARK=1"},
 		"hosts": []map[string]any{{"ssh": "mac-a", "ips": []string{"127.0.0.1"}}, {"ssh": "mac-b", "ips": []string{"127.0.0.1"}}}})
 	port := strconv.Itoa(consecutivePorts(t, 2))
-	var outs [2]*lockedBuffer
+	var outs [2]*lockedbuf.Buffer
 	var dones [2]chan error
 	for r := range 2 {
 		outs[r], _, dones[r] = startCLI("launch", "--hostfile", hosts, "--rank", strconv.Itoa(r), "--port", port, "--", "distcheck", "--rounds", "1", "--mib", "0.5")
@@ -394,7 +376,7 @@ func TestLaunchBadInput(t *testing.T) {
 func TestMLXLaunchRunsFungtrain(t *testing.T) {
 	launcher := filepath.Join("..", "..", "third_party", "pyenv", "bin", "mlx.launch")
 	if _, err := os.Stat(launcher); err != nil {
-		t.Skipf("no mlx.launch in the test venv: %v", err)
+		t.Fatalf("no mlx.launch in the test venv (./build.sh test installs the mlx wheel into third_party/pyenv): %v", err)
 	}
 	args, _ := json.Marshal([]string{"distcheck", "--rounds", "1", "--mib", "0.5"})
 	c := exec.Command(launcher, "-n", "2", "--backend", "ring", "--starting-port", strconv.Itoa(consecutivePorts(t, 2)), "--", os.Args[0], "-test.run=^$")
@@ -417,7 +399,7 @@ func TestLaunchForwardsSIGTERM(t *testing.T) {
 	args, _ := json.Marshal([]string{"launch", "-n", "2", "--exec", "--grace", "5s", "--", "sh", "-c", script})
 	child := exec.Command(os.Args[0], "-test.run=^$")
 	child.Env = append(os.Environ(), cliChildEnv+"="+string(args))
-	out := &lockedBuffer{}
+	out := &lockedbuf.Buffer{}
 	child.Stdout, child.Stderr = out, out
 	if err := child.Start(); err != nil {
 		t.Fatal(err)

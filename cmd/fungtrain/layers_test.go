@@ -27,6 +27,8 @@ var allowedImports = map[string][]string{
 	"internal/gguf":       {"internal/atomicfile"},
 	"internal/jsonl":      {},
 	"internal/progress":   {},
+	"internal/lockedbuf":  {},
+	"internal/testenv":    {},
 }
 
 // TestPackageLayers checks every package's project imports (tests

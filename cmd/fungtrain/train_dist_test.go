@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"math"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -205,27 +204,8 @@ func TestTrainAcrossRanksInterruptAndReshard(t *testing.T) {
 	cfg := trainConfig(t, model, dataDir, out, epochs)
 	sets := []string{"--set", "eval.every=0", "--set", "training.save_every=0", "--set", "training.grad_accumulation=1",
 		"--set", "training.batch_size=1", "--set", "optimizer.eps=1", "--set", "lora.dropout=0"}
-	args, _ := json.Marshal(append([]string{"launch", "-n", "2", "--", "train", "--config", cfg}, sets...))
-	child := exec.Command(os.Args[0], "-test.run=^$")
-	child.Env = append(os.Environ(), cliChildEnv+"="+string(args))
-	var childOut bytes.Buffer
-	child.Stdout, child.Stderr = &childOut, &childOut
-	if err := child.Start(); err != nil {
-		t.Fatal(err)
-	}
-	deadline := time.Now().Add(2 * time.Minute)
-	for {
-		b, _ := os.ReadFile(filepath.Join(out, "metrics.jsonl"))
-		if bytes.Count(b, []byte(`"type":"train"`)) >= 3 {
-			break
-		}
-		if time.Now().After(deadline) {
-			child.Process.Kill()
-			child.Wait()
-			t.Fatalf("no 3 train steps after 2 minutes:\n%s", childOut.String())
-		}
-		time.Sleep(2 * time.Millisecond)
-	}
+	child, childOut := startCLIAfterSteps(t, out, 3, 2*time.Minute,
+		append([]string{"launch", "-n", "2", "--", "train", "--config", cfg}, sets...)...)
 	if err := child.Process.Signal(syscall.SIGINT); err != nil {
 		t.Fatal(err)
 	}

@@ -389,27 +389,8 @@ func TestTrainCLISIGINT(t *testing.T) {
 	out := filepath.Join(t.TempDir(), "run")
 	const epochs = 60 // 120 steps
 	cfgPath := trainConfig(t, model, dataDir, out, epochs)
-	args, _ := json.Marshal([]string{"train", "--config", cfgPath, "--set", "eval.every=0", "--set", "training.save_every=0"})
-	child := exec.Command(os.Args[0], "-test.run=^$")
-	child.Env = append(os.Environ(), cliChildEnv+"="+string(args))
-	var childOut bytes.Buffer
-	child.Stdout, child.Stderr = &childOut, &childOut
-	if err := child.Start(); err != nil {
-		t.Fatal(err)
-	}
-	deadline := time.Now().Add(60 * time.Second)
-	for {
-		b, _ := os.ReadFile(filepath.Join(out, "metrics.jsonl"))
-		if bytes.Count(b, []byte(`"type":"train"`)) >= 3 {
-			break
-		}
-		if time.Now().After(deadline) {
-			child.Process.Kill()
-			child.Wait()
-			t.Fatalf("no 3 train steps after 60s:\n%s", childOut.String())
-		}
-		time.Sleep(2 * time.Millisecond)
-	}
+	child, childOut := startCLIAfterSteps(t, out, 3, 60*time.Second,
+		"train", "--config", cfgPath, "--set", "eval.every=0", "--set", "training.save_every=0")
 	if err := child.Process.Signal(syscall.SIGINT); err != nil {
 		t.Fatal(err)
 	}
@@ -456,4 +437,33 @@ func TestTrainCLISIGINT(t *testing.T) {
 func lastLines(s string, n int) string {
 	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
 	return strings.Join(lines[max(0, len(lines)-n):], "\n")
+}
+
+// startCLIAfterSteps runs the CLI with args in a child process (this test
+// binary, through cliChildEnv) and returns once out/metrics.jsonl holds
+// steps train lines, failing the test after timeout. The child's stdout
+// and stderr go to the returned buffer.
+func startCLIAfterSteps(t *testing.T, out string, steps int, timeout time.Duration, args ...string) (*exec.Cmd, *bytes.Buffer) {
+	t.Helper()
+	js, _ := json.Marshal(args)
+	child := exec.Command(os.Args[0], "-test.run=^$")
+	child.Env = append(os.Environ(), cliChildEnv+"="+string(js))
+	var childOut bytes.Buffer
+	child.Stdout, child.Stderr = &childOut, &childOut
+	if err := child.Start(); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(timeout)
+	for {
+		b, _ := os.ReadFile(filepath.Join(out, "metrics.jsonl"))
+		if bytes.Count(b, []byte(`"type":"train"`)) >= steps {
+			return child, &childOut
+		}
+		if time.Now().After(deadline) {
+			child.Process.Kill()
+			child.Wait()
+			t.Fatalf("no %d train steps after %v:\n%s", steps, timeout, childOut.String())
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
 }

@@ -20,6 +20,8 @@ import (
 	"testing"
 	"unicode"
 	"unicode/utf8"
+
+	"github.com/fungtrain/fungtrain/internal/lockedbuf"
 )
 
 // This file checks docs/TROUBLESHOOTING.md against the code. Every fenced
@@ -392,7 +394,7 @@ func TestTroubleshootingMatcher(t *testing.T) {
 // would see on the terminal: output and log, then the error as main
 // prints it (with its hint).
 func asUser(ctx context.Context, args ...string) (string, error) {
-	out := &lockedBuffer{}
+	out := &lockedbuf.Buffer{}
 	root := newRootCmd()
 	root.SetArgs(args)
 	root.SetOut(out)

@@ -76,14 +76,4 @@ func asset(t testing.TB, rel string) string {
 	return p
 }
 
-// python is the reference Python environment: $FUNGTRAIN_PYTHON, else
-// third_party/pyenv/bin/python.
-func python(t testing.TB) string {
-	t.Helper()
-	if p := os.Getenv("FUNGTRAIN_PYTHON"); p != "" {
-		return p
-	}
-	return asset(t, "third_party/pyenv/bin/python")
-}
-
 const smolLM2 = "third_party/models/SmolLM2-135M-Instruct.Q4_1.gguf"

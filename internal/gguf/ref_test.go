@@ -14,6 +14,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/fungtrain/fungtrain/internal/testenv"
 )
 
 // Tests against gguf-py, llama.cpp's own Python GGUF package (its
@@ -23,7 +25,7 @@ import (
 func ref(t *testing.T, req, out any) {
 	t.Helper()
 	in, _ := json.Marshal(req)
-	cmd := exec.Command(python(t), filepath.Join("testdata", "gguf_ref.py"))
+	cmd := exec.Command(testenv.Python(t), filepath.Join("testdata", "gguf_ref.py"))
 	cmd.Stdin = bytes.NewReader(in)
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
