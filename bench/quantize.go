@@ -3,9 +3,10 @@ package bench
 import (
 	"encoding/json"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
-	"sort"
+	"slices"
 	"strings"
 
 	"github.com/fungtrain/fungtrain/internal/atomicfile"
@@ -94,11 +95,7 @@ func QuantizeMLX(src, dst string, bits, groupSize int) error {
 	defer freeMap(tensors)
 	out := map[string]*mlx.Array{}
 	defer freeMap(out)
-	names := make([]string, 0, len(tensors))
-	for k := range tensors {
-		names = append(names, k)
-	}
-	sort.Strings(names)
+	names := slices.Sorted(maps.Keys(tensors))
 	for _, name := range names {
 		w := tensors[name]
 		if !quantizable(name) {

@@ -3,7 +3,8 @@ package llama
 import (
 	"errors"
 	"fmt"
-	"sort"
+	"maps"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -75,11 +76,7 @@ func (m *Model) InstallAdapters(adapters []NamedAdapter) (_ *AdapterSet, err err
 			return nil, fmt.Errorf("install adapters: two adapters named %q", ad.Name)
 		}
 		set.names = append(set.names, ad.Name)
-		names := make([]string, 0, len(ad.Modules))
-		for name := range ad.Modules {
-			names = append(names, name)
-		}
-		sort.Strings(names)
+		names := slices.Sorted(maps.Keys(ad.Modules))
 		for _, name := range names {
 			f := ad.Modules[name]
 			ml := byModule[name]

@@ -4,8 +4,10 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 
@@ -294,11 +296,7 @@ func install(m *llama.Model, s Settings, tensors map[string]*mlx.Array, cfgPath,
 		}
 	}
 	if len(tensors) > 0 {
-		var extra []string
-		for k := range tensors {
-			extra = append(extra, k)
-		}
-		sort.Strings(extra)
+		extra := slices.Sorted(maps.Keys(tensors))
 		slog.Warn("adapter has tensors for layers it does not configure; ignored", "file", wPath, "tensors", extra)
 	}
 	if err := mlx.Eval(a.Params()...); err != nil {

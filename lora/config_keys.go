@@ -2,6 +2,7 @@ package lora
 
 import (
 	"fmt"
+	"maps"
 	"math"
 	"reflect"
 	"slices"
@@ -187,28 +188,34 @@ func yamlFields(t reflect.Type) (fields map[string]reflect.StructField, extras b
 	fields = map[string]reflect.StructField{}
 	for i := range t.NumField() {
 		f := t.Field(i)
-		name, opts, _ := strings.Cut(f.Tag.Get("yaml"), ",")
-		if !f.IsExported() || name == "-" {
-			continue
-		}
-		if slices.Contains(strings.Split(opts, ","), "inline") {
-			if f.Type.Kind() == reflect.Map {
-				extras = true
-				continue
-			}
+		name, inline, ok := yamlKey(f)
+		switch {
+		case !ok:
+		case inline && f.Type.Kind() == reflect.Map:
+			extras = true
+		case inline:
 			inner, more := yamlFields(f.Type)
-			for k, v := range inner {
-				fields[k] = v
-			}
+			maps.Copy(fields, inner)
 			extras = extras || more
-			continue
+		default:
+			fields[name] = f
 		}
-		if name == "" {
-			name = strings.ToLower(f.Name)
-		}
-		fields[name] = f
 	}
 	return fields, extras
+}
+
+// yamlKey is the YAML key of struct field f as yaml.v3 reads it (its tag's
+// name, else the lower-cased field name), whether f is inlined, and false
+// for a field YAML skips.
+func yamlKey(f reflect.StructField) (name string, inline, ok bool) {
+	name, opts, _ := strings.Cut(f.Tag.Get("yaml"), ",")
+	if !f.IsExported() || name == "-" {
+		return "", false, false
+	}
+	if name == "" {
+		name = strings.ToLower(f.Name)
+	}
+	return name, slices.Contains(strings.Split(opts, ","), "inline"), true
 }
 
 // fieldOrder lists t's YAML keys in declaration order (inline structs in
@@ -217,20 +224,14 @@ func fieldOrder(t reflect.Type) []string {
 	var names []string
 	for i := range t.NumField() {
 		f := t.Field(i)
-		name, opts, _ := strings.Cut(f.Tag.Get("yaml"), ",")
-		if !f.IsExported() || name == "-" {
-			continue
+		name, inline, ok := yamlKey(f)
+		switch {
+		case !ok:
+		case inline && f.Type.Kind() == reflect.Struct:
+			names = append(names, fieldOrder(f.Type)...)
+		case !inline:
+			names = append(names, name)
 		}
-		if slices.Contains(strings.Split(opts, ","), "inline") {
-			if f.Type.Kind() == reflect.Struct {
-				names = append(names, fieldOrder(f.Type)...)
-			}
-			continue
-		}
-		if name == "" {
-			name = strings.ToLower(f.Name)
-		}
-		names = append(names, name)
 	}
 	return names
 }

@@ -5,8 +5,9 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"math"
-	"sort"
+	"slices"
 
 	"github.com/fungtrain/fungtrain/mlx"
 	"github.com/fungtrain/fungtrain/traindata"
@@ -159,11 +160,7 @@ func firstDifference(a, b map[string]string) string {
 	for k := range b {
 		keys[k] = true
 	}
-	sorted := make([]string, 0, len(keys))
-	for k := range keys {
-		sorted = append(sorted, k)
-	}
-	sort.Strings(sorted)
+	sorted := slices.Sorted(maps.Keys(keys))
 	for _, k := range sorted {
 		if a[k] != b[k] {
 			return k

@@ -6,10 +6,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"math"
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -124,11 +126,7 @@ func readPEFT(dir string, cfg []byte, nLayers int) (Settings, map[string]*mlx.Ar
 		return Settings{}, nil, err
 	}
 	layersOf := map[string]map[int]bool{}
-	names := make([]string, 0, len(raw))
-	for n := range raw {
-		names = append(names, n)
-	}
-	sort.Strings(names)
+	names := slices.Sorted(maps.Keys(raw))
 	for _, n := range names {
 		t := raw[n]
 		mm := peftName.FindStringSubmatch(n)

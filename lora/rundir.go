@@ -6,9 +6,10 @@ import (
 	"fmt"
 	"io/fs"
 	"log/slog"
+	"maps"
 	"os"
 	"path/filepath"
-	"sort"
+	"slices"
 )
 
 // finishedRunFiles are what a finished run leaves in its run directory
@@ -74,11 +75,7 @@ func (m RunMetadata) CheckResumeInputs(dir, dataDir, modelPath string) error {
 		return fmt.Errorf("resume %s: %s changed since the run started: its sha256 is %s, %s recorded %s; "+
 			"a resumed run must train on the data and model it started with", dir, what, now, path, was)
 	}
-	names := make([]string, 0, len(old.DataSHA256))
-	for name := range old.DataSHA256 {
-		names = append(names, name)
-	}
-	sort.Strings(names)
+	names := slices.Sorted(maps.Keys(old.DataSHA256))
 	for _, name := range names {
 		now, ok := m.DataSHA256[name]
 		if name == "test.jsonl" || !ok || now == old.DataSHA256[name] {

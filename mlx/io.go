@@ -9,8 +9,10 @@ import "C"
 import (
 	"bytes"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"unsafe"
@@ -86,11 +88,7 @@ func SaveSafetensors(path string, arrays map[string]*Array, metadata map[string]
 		nb.WriteString(n)
 		nb.WriteByte(0)
 	}
-	keys := make([]string, 0, len(metadata))
-	for k := range metadata {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
+	keys := slices.Sorted(maps.Keys(metadata))
 	for _, k := range keys {
 		mb.WriteString(k)
 		mb.WriteByte(0)

@@ -10,9 +10,10 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"maps"
 	"net/http"
 	"net/http/httptest"
-	"sort"
+	"slices"
 	"strings"
 	"sync"
 )
@@ -110,11 +111,7 @@ func (h *Hub) Rename(old, new string) {
 }
 
 func (r *Repo) addRevision(rev string, files map[string][]byte) string {
-	names := make([]string, 0, len(files))
-	for n := range files {
-		names = append(names, n)
-	}
-	sort.Strings(names)
+	names := slices.Sorted(maps.Keys(files))
 	s := sha1.New()
 	fmt.Fprintf(s, "%s\x00%s\x00", r.ID, rev)
 	for _, n := range names {

@@ -3,9 +3,10 @@ package hubtest
 import (
 	"encoding/json"
 	"fmt"
+	"maps"
 	"net/http"
 	"net/url"
-	"sort"
+	"slices"
 	"strconv"
 	"strings"
 )
@@ -223,11 +224,7 @@ func (h *Hub) serveTree(w http.ResponseWriter, repo *Repo, commit string) {
 }
 
 func sortedNames(files map[string][]byte) []string {
-	names := make([]string, 0, len(files))
-	for n := range files {
-		names = append(names, n)
-	}
-	sort.Strings(names)
+	names := slices.Sorted(maps.Keys(files))
 	return names
 }
 

@@ -18,7 +18,8 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
-	"sort"
+	"maps"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -254,11 +255,7 @@ func (c *compiler) object(obj map[string]any, path string) (*node, error) {
 	if len(props) > maxProperties {
 		return nil, fmt.Errorf("schema at %s: %d properties; at most %d are supported", path, len(props), maxProperties)
 	}
-	names := make([]string, 0, len(props))
-	for name := range props {
-		names = append(names, name)
-	}
-	sort.Strings(names) // deterministic node ids; output order is the model's choice
+	names := slices.Sorted(maps.Keys(props)) // deterministic node ids; output order is the model's choice
 	index := map[string]int{}
 	for i, name := range names {
 		key, _ := json.Marshal(name)
