@@ -405,7 +405,9 @@ func TestLaunchForwardsSIGTERM(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer child.Process.Kill()
-	for deadline := time.Now().Add(60 * time.Second); strings.Count(out.String(), "ready") < 2; time.Sleep(20 * time.Millisecond) {
+	// "] ready" is a rank's line; launch's own log line quotes the script,
+	// "echo ready" included.
+	for deadline := time.Now().Add(60 * time.Second); strings.Count(out.String(), "] ready") < 2; time.Sleep(20 * time.Millisecond) {
 		if time.Now().After(deadline) {
 			t.Fatalf("ranks not ready:\n%s", out)
 		}
